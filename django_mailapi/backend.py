@@ -1,0 +1,282 @@
+"""EmailBackend: EmailMessage -> outbox rows -> Celery dispatch after commit."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import uuid
+from collections.abc import Sequence
+from email.mime.base import MIMEBase
+from email.utils import parseaddr
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.mail import EmailMessage
+from django.core.mail.backends.base import BaseEmailBackend
+from django.core.validators import validate_email
+from django.db import transaction
+from django.utils import timezone
+
+from . import signals
+from .conf import DEFAULTS, MailapiSettings, get_settings
+from .exceptions import ImproperlyConfigured, InvalidMessage, MailapiError, UnsupportedFeature
+
+logger = logging.getLogger("django_mailapi")
+
+#: Headers Django shows for display only, or that we carry in their own field.
+_DISPLAY_HEADERS = {"to", "cc", "from", "reply-to"}
+
+
+def _check_header_text(value: str, what: str) -> str:
+    if "\r" in value or "\n" in value or "\x00" in value:
+        raise InvalidMessage(
+            f"{what} contains a line break or NUL: refusing possible header injection.",
+            code="header_injection",
+        )
+    return value
+
+
+def _address(value: Any, code: str, what: str) -> str:
+    text = _check_header_text(str(value), what)
+    _name, addr = parseaddr(text)
+    try:
+        validate_email(addr)
+    except ValidationError:
+        raise InvalidMessage(f"{what} {text!r} is not a valid email address.", code=code) from None
+    return text
+
+
+def _addresses(values: Sequence[Any], code: str, what: str) -> list[str]:
+    return [_address(v, code, what) for v in values]
+
+
+def _attachment(item: Any, provider: str) -> dict[str, Any]:
+    if isinstance(item, MIMEBase):
+        if item.is_multipart():
+            raise UnsupportedFeature("multipart MIME attachments", provider)
+        raw = item.get_payload(decode=True)
+        content = raw if isinstance(raw, bytes) else b""
+        cid = item.get("Content-ID")
+        return _attachment_dict(
+            item.get_filename(),
+            content,
+            item.get_content_type(),
+            cid.strip().strip("<>") if cid else None,
+        )
+    filename, content, mimetype = item
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    if isinstance(content, EmailMessage):
+        content = content.message().as_bytes()
+    return _attachment_dict(filename, content, mimetype or "application/octet-stream", None)
+
+
+def _attachment_dict(
+    filename: str | None, content: bytes, content_type: str, content_id: str | None
+) -> dict[str, Any]:
+    if filename is not None:
+        _check_header_text(filename, "An attachment's filename")
+    if content_id is not None:
+        _check_header_text(content_id, "An attachment's Content-ID")
+    return {
+        "filename": filename,
+        "content": base64.b64encode(content).decode("ascii"),
+        "content_type": content_type,
+        "content_id": content_id,
+        "size": len(content),
+    }
+
+
+def serialize_message(message: EmailMessage, provider: str = "") -> dict[str, Any]:
+    """A JSON-safe, provider-neutral dict of ``message``; see providers/base.py."""
+    headers = {str(k): str(v) for k, v in (message.extra_headers or {}).items()}
+    for name, value in headers.items():
+        _check_header_text(name, "A header name")
+        _check_header_text(value, f"The {name} header")
+    lowered = {k.lower(): v for k, v in headers.items()}
+    from_email = lowered.get("from") or message.from_email
+    if not from_email:
+        raise InvalidMessage("The message has no from address.", code="invalid_from_address")
+    reply_to = list(message.reply_to)
+    if "reply-to" in lowered and not reply_to:
+        reply_to = [a.strip() for a in lowered["reply-to"].split(",") if a.strip()]
+    to, cc, bcc = list(message.to), list(message.cc), list(message.bcc)
+    if not (to or cc or bcc):
+        raise InvalidMessage("The message has no recipients.", code="invalid_recipient")
+
+    text: str | None = None
+    html: str | None = None
+    body = message.body or ""
+    if message.content_subtype == "html":
+        html = str(body)
+    else:
+        text = str(body)
+    for alternative in getattr(message, "alternatives", None) or []:
+        content, mimetype = alternative[0], alternative[1]
+        if mimetype == "text/html" and html is None:
+            html = content if isinstance(content, str) else content.decode("utf-8")
+        else:
+            raise UnsupportedFeature(f"a {mimetype} alternative part", provider or "API")
+
+    return {
+        "from": _address(from_email, "invalid_from_address", "The from address"),
+        "to": _addresses(to, "invalid_recipient", "Recipient"),
+        "cc": _addresses(cc, "invalid_recipient", "Cc recipient"),
+        "bcc": _addresses(bcc, "invalid_recipient", "Bcc recipient"),
+        "reply_to": _addresses(reply_to, "invalid_recipient", "Reply-To address"),
+        "subject": _check_header_text(str(message.subject or ""), "The subject"),
+        "text": text,
+        "html": html,
+        "headers": {k: v for k, v in headers.items() if k.lower() not in _DISPLAY_HEADERS},
+        "attachments": [_attachment(a, provider) for a in message.attachments],
+    }
+
+
+class EmailBackend(BaseEmailBackend):
+    """Writes each message to the outbox; Celery workers send it to the API.
+
+    Keyword arguments (Django 6.1 ``MAILERS`` OPTIONS, or ``get_connection(...)``)
+    override ``MAILAPI`` keys of the same name, in either case.
+    """
+
+    def __init__(self, fail_silently: bool = False, **kwargs: Any) -> None:
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k.upper() in DEFAULTS}
+        alias = kwargs.pop("alias", None)
+        super().__init__(fail_silently=fail_silently, **kwargs)
+        self.mailer = str(alias or getattr(self, "alias", "") or "")
+        self.conf = (
+            MailapiSettings(options, mailer=self.mailer) if options else get_settings(self.mailer)
+        )
+
+    def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
+        if not email_messages:
+            return 0
+        from .models import OutboundEmail
+
+        conf = self.conf
+        # Configuration errors are raised whatever fail_silently says.
+        from .providers import provider_name
+
+        provider = provider_name(conf.PROVIDER)
+        if not conf.API_KEY and conf.API_KEY_RESOLVER is None:
+            raise ImproperlyConfigured(
+                "MAILAPI['API_KEY'] is not set; see the mailapi.E001 system check.",
+                code="configuration_error",
+            )
+        now = timezone.now()
+        rows: list[OutboundEmail] = []
+        rejected: list[tuple[OutboundEmail, MailapiError]] = []
+        for message in email_messages:
+            try:
+                rows.append(self._row(message, provider, conf, now))
+            except MailapiError as exc:
+                if not self.fail_silently:
+                    raise
+                rejected.append(self._rejected_row(message, provider, exc, now))
+        if rejected:
+            from .outbox import record_rejected
+
+            record_rejected(rejected)
+        if not rows:
+            return 0
+        try:
+            with transaction.atomic():
+                if conf.CHECK_QUOTA_ON_ENQUEUE:
+                    from .quota import check_enqueue
+
+                    check_enqueue(rows, conf, now)
+                OutboundEmail.objects.bulk_create(rows)
+                signals.message_queued.send(sender=OutboundEmail, emails=rows)
+        except MailapiError:
+            if not self.fail_silently:
+                raise
+            return 0
+        ids = [row.pk for row in rows]
+        transaction.on_commit(lambda: dispatch(ids, conf))
+        return len(rows)
+
+    def _row(self, message: EmailMessage, provider: str, conf: MailapiSettings, now: Any) -> Any:
+        from .models import OutboundEmail
+        from .quota import resolve_org
+
+        org = resolve_org(message, conf)
+        payload = serialize_message(message, provider)
+        recipients = payload["to"] + payload["cc"] + payload["bcc"]
+        return OutboundEmail(
+            org=org,
+            provider=provider,
+            mailer=self.mailer,
+            idempotency_key=f"mailapi/{org}/{uuid.uuid4().hex}",
+            payload=payload,
+            from_email=payload["from"][:320],
+            recipients=", ".join(recipients),
+            recipient_count=len(recipients),
+            subject=payload["subject"],
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def _rejected_row(
+        self, message: EmailMessage, provider: str, error: MailapiError, now: Any
+    ) -> tuple[Any, MailapiError]:
+        """A failed row for a message we could not accept (``fail_silently=True``)."""
+        from .models import OutboundEmail, Status
+        from .quota import resolve_org
+
+        org = resolve_org(message, self.conf)
+        recipients = [str(a) for a in (*message.to, *message.cc, *message.bcc)]
+        row = OutboundEmail(
+            org=org,
+            provider=provider,
+            mailer=self.mailer,
+            status=Status.FAILED,
+            idempotency_key=f"mailapi/{org}/{uuid.uuid4().hex}",
+            payload=None,
+            from_email=str(message.from_email or "")[:320],
+            recipients=", ".join(recipients),
+            recipient_count=len(recipients),
+            subject=str(message.subject or ""),
+            last_error_code=error.code,
+            created_at=now,
+            updated_at=now,
+        )
+        return row, error
+
+
+def dispatch(ids: Sequence[int], conf: MailapiSettings) -> int:
+    """Publish send tasks for ``ids`` in chunks; on broker trouble, leave them queued.
+
+    Returns how many ids were published. Rows that were not stay ``queued``; the
+    sweeper (``mailapi_sweep`` / the beat task) publishes them later.
+    """
+    from .tasks import send_emails
+
+    size = conf.BATCH_SIZE
+    published = 0
+    options: dict[str, Any] = {
+        "retry": True,
+        "retry_policy": {
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.2,
+        },
+    }
+    if conf.QUEUE:
+        options["queue"] = conf.QUEUE
+    for start in range(0, len(ids), size):
+        chunk = list(ids[start : start + size])
+        try:
+            send_emails.apply_async(args=[chunk], **options)
+        except Exception as exc:  # the broker is down or refused us; the sweeper retries
+            logger.warning(
+                "django-mailapi could not publish %d email(s) to the broker (%s: %s); "
+                "they stay queued and mailapi_sweep will dispatch them.",
+                len(ids) - published,
+                type(exc).__name__,
+                exc,
+            )
+            break
+        published += len(chunk)
+    return published

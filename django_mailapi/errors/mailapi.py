@@ -1,0 +1,153 @@
+"""Errors that django-mailapi raises itself, before, around or instead of an API call.
+
+None of them comes with an HTTP response, so every ``http_status`` is None. Messages
+are our own short statements of what happened; actions say what to do about it.
+"""
+
+from __future__ import annotations
+
+from .base import Catalog, ErrorSpec, RetryClass
+
+PROVIDER = "mailapi"
+
+_PERMANENT = RetryClass.PERMANENT
+
+
+def _entry(code: str, message: str, action: str, retry: RetryClass = _PERMANENT) -> ErrorSpec:
+    return ErrorSpec(PROVIDER, code, None, message, action, retry)
+
+
+CATALOG = Catalog(
+    PROVIDER,
+    [
+        _entry(
+            "daily_quota_exceeded",
+            "The org has used up its daily sending limit.",
+            "django-mailapi holds the email and sends it after the next UTC midnight. To send "
+            "sooner, raise the org's limit with `manage.py mailapi_quota ORG --daily N` (or "
+            "MAILAPI['DAILY_LIMIT'] for every org), then run `manage.py mailapi_retry --org "
+            "ORG`.",
+            RetryClass.DEFER_DAY,
+        ),
+        _entry(
+            "monthly_quota_exceeded",
+            "The org has used up its monthly sending limit.",
+            "django-mailapi holds the email until the first of next month, UTC. To send "
+            "sooner, raise the org's limit with `manage.py mailapi_quota ORG --monthly N` (or "
+            "MAILAPI['MONTHLY_LIMIT'] for every org), then run `manage.py mailapi_retry --org "
+            "ORG`.",
+            RetryClass.DEFER_MONTH,
+        ),
+        _entry(
+            "org_paused",
+            "Sending is paused for this org.",
+            "The email is held, not lost. When the org may send again, resume the org with "
+            "`manage.py mailapi_quota ORG --resume`, then `mailapi_retry` (for example "
+            "`manage.py mailapi_retry --org ORG`) sends what was held.",
+            RetryClass.DEFER_DAY,
+        ),
+        _entry(
+            "invalid_from_address",
+            "The from address is missing or is not a valid email address.",
+            "Give the email a sender written `user@example.com` or `Name <user@example.com>` "
+            "(its from_email, or DEFAULT_FROM_EMAIL), then send it again.",
+        ),
+        _entry(
+            "invalid_recipient",
+            "A recipient address is not a valid email address.",
+            "Correct the address in to, cc, bcc or reply-to (the failed send names it), then "
+            "send the email again.",
+        ),
+        _entry(
+            "header_injection",
+            "A header value contains a line break.",
+            "A subject, address or custom header holds a newline, which could smuggle in "
+            "extra headers; it usually comes from user input. Strip line breaks from those "
+            "values and send a new email.",
+        ),
+        _entry(
+            "attachment_too_large",
+            "An attachment is larger than the provider accepts.",
+            "Compress the attachment, or put the file somewhere reachable and send a link "
+            "instead. The limit depends on the provider and, for some, on the plan.",
+        ),
+        _entry(
+            "message_too_large",
+            "The email, attachments included, is larger than the provider accepts.",
+            "Make the email smaller: trim the HTML, compress or drop attachments, or link to "
+            "large files instead of attaching them.",
+        ),
+        _entry(
+            "too_many_recipients",
+            "The email has more recipients than the provider takes in one send.",
+            "Split the recipients over several emails (Resend takes at most 50 addresses in "
+            "`to`), or use send_mass_mail to give each recipient their own email.",
+        ),
+        _entry(
+            "unsupported_feature",
+            "The email uses something the provider cannot carry.",
+            "The failed send names the feature and the provider (for example inline images "
+            "or custom headers). Remove it from the email, or set MAILAPI['PROVIDER'] to a "
+            "provider that supports it, then send again.",
+        ),
+        _entry(
+            "connection_error",
+            "Could not connect to the API.",
+            "django-mailapi retries with backoff under the same idempotency key. If it keeps "
+            "failing, check DNS, firewalls and proxies between the workers and the API, and "
+            "MAILAPI['BASE_URL'].",
+            RetryClass.RETRY,
+        ),
+        _entry(
+            "timeout",
+            "The API did not answer within MAILAPI['TIMEOUT'] seconds.",
+            "The API may have accepted the email anyway. django-mailapi retries with the same "
+            "Idempotency-Key, so providers that honour it do not send twice. If timeouts "
+            "recur, raise MAILAPI['TIMEOUT'].",
+            RetryClass.RETRY,
+        ),
+        _entry(
+            "invalid_response",
+            "The API answered 2xx with a body django-mailapi could not read.",
+            "The email may have been accepted. django-mailapi retries with the same "
+            "Idempotency-Key, which makes the retry safe where the provider honours it. If it "
+            "recurs, check that MAILAPI['BASE_URL'] reaches the API itself and not a proxy or "
+            "login page.",
+            RetryClass.RETRY,
+        ),
+        _entry(
+            "retries_exhausted",
+            "Every attempt failed, up to MAILAPI['MAX_RETRIES'].",
+            "The earlier failed sends of this email show the underlying error; deal with "
+            "that, then re-queue it with `manage.py mailapi_retry ID`. If outages outlast the "
+            "retries, raise MAILAPI['MAX_RETRIES'].",
+        ),
+        _entry(
+            "configuration_error",
+            "django-mailapi is not configured to send (for example, no API key).",
+            "Run `manage.py check` and fix what the mailapi checks report (for example set "
+            "MAILAPI['API_KEY']), restart the workers, then re-queue with `mailapi_retry`.",
+        ),
+        _entry(
+            "payload_missing",
+            "The email's stored payload was dropped, so it cannot be sent.",
+            "Nothing is left to send from this row (its payload was removed, for example with "
+            "MAILAPI['KEEP_SENT_PAYLOAD'] = False or by mailapi_purge). Send the email again "
+            "from your application.",
+        ),
+        _entry(
+            "unexpected_error",
+            "django-mailapi hit an unexpected error while sending (a bug, not an API answer).",
+            "The email is kept and retried with backoff. Look for the traceback in the worker "
+            "log under the django_mailapi logger and report it; once fixed, re-queue anything "
+            "that failed with `manage.py mailapi_retry --code unexpected_error`.",
+            RetryClass.RETRY,
+        ),
+        _entry(
+            "cancelled",
+            "The email was cancelled before it was sent.",
+            "Someone cancelled it from the admin or a command; nothing needs fixing. If it "
+            "should go out after all, send it again from your application.",
+        ),
+    ],
+)

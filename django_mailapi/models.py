@@ -1,0 +1,218 @@
+"""The outbox and its records. Models know nothing of HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import models
+from django.utils import timezone
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+#: States a worker may pick up (when due).
+CLAIMABLE = (Status.QUEUED, Status.DEFERRED)
+#: States ``mailapi_retry`` and the admin's "retry now" may re-queue.
+RETRYABLE = (Status.FAILED, Status.DEFERRED, Status.QUEUED)
+
+
+class OutboundEmailQuerySet(models.QuerySet["OutboundEmail"]):
+    def due(self, now: dt.datetime) -> OutboundEmailQuerySet:
+        """Waiting rows whose time has come, and rows whose worker lost its lease."""
+        return self.filter(
+            models.Q(status__in=CLAIMABLE, next_attempt_at__lte=now)
+            | models.Q(status=Status.SENDING, leased_until__lt=now)
+        )
+
+    def stranded(self, now: dt.datetime, grace: dt.timedelta) -> OutboundEmailQuerySet:
+        """Due rows that should have been picked up ``grace`` ago: their task was lost."""
+        return self.filter(
+            models.Q(status__in=CLAIMABLE, next_attempt_at__lte=now - grace)
+            | models.Q(status=Status.SENDING, leased_until__lt=now)
+        )
+
+    def failed(self) -> OutboundEmailQuerySet:
+        return self.filter(status=Status.FAILED)
+
+
+class OutboundEmail(models.Model):
+    """One message on its way to the API."""
+
+    org = models.CharField(max_length=100)
+    provider = models.CharField(max_length=200)
+    #: The Django 6.1 MAILERS alias the message was sent through ("" = MAILAPI).
+    mailer = models.CharField(max_length=100, blank=True, default="")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    idempotency_key = models.CharField(max_length=256, unique=True)
+    #: The provider-neutral message (see backend.serialize_message). JSON, never pickle.
+    payload = models.JSONField(null=True, blank=True)
+    from_email = models.CharField(max_length=320, blank=True, default="")
+    recipients = models.TextField(blank=True, default="", help_text="to, cc and bcc")
+    recipient_count = models.PositiveIntegerField(default=0)
+    subject = models.TextField(blank=True, default="")
+    provider_message_id = models.CharField(max_length=255, blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    leased_until = models.DateTimeField(null=True, blank=True)
+    lease_token = models.CharField(max_length=32, blank=True, default="")
+    last_error_code = models.CharField(max_length=100, blank=True, default="")
+    #: HTTP status of the last error; None when it arose locally or in transport.
+    last_error_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    #: Quota units this email holds on its org's counters, and the UTC day they are on.
+    quota_units = models.PositiveIntegerField(default=0)
+    quota_day = models.DateField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OutboundEmailQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "outbound email"
+        ordering = ("-created_at", "-id")
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="mailapi_email_due"),
+            models.Index(fields=["status", "leased_until"], name="mailapi_email_lease"),
+            models.Index(fields=["org", "status"], name="mailapi_email_org_status"),
+            models.Index(fields=["last_error_code"], name="mailapi_email_code"),
+            models.Index(fields=["provider", "status"], name="mailapi_email_provider"),
+            models.Index(fields=["-created_at", "-id"], name="mailapi_email_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.subject[:60]!r} to {self.recipients[:60]}"
+
+    @property
+    def error_source(self) -> str:
+        """Which catalog ``last_error_code`` belongs to."""
+        return self.provider if self.last_error_status is not None else "mailapi"
+
+    @property
+    def suggested_action(self) -> str:
+        if not self.last_error_code:
+            return ""
+        from .errors import suggested_action
+
+        return suggested_action(self.error_source, self.last_error_code, self.last_error_status)
+
+    def requeue(self, now: dt.datetime | None = None) -> None:
+        """Put a failed, deferred or cancelled email back in the queue, due now."""
+        now = now or timezone.now()
+        self.status = Status.QUEUED
+        self.next_attempt_at = now
+        self.leased_until = None
+        self.attempts = 0
+        self.updated_at = now
+        self.save(
+            update_fields=["status", "next_attempt_at", "leased_until", "attempts", "updated_at"]
+        )
+
+    def cancel(self, now: dt.datetime | None = None) -> None:
+        now = now or timezone.now()
+        self.status = Status.CANCELLED
+        self.next_attempt_at = None
+        self.updated_at = now
+        self.save(update_fields=["status", "next_attempt_at", "updated_at"])
+
+
+class FailedSendQuerySet(models.QuerySet["FailedSend"]):
+    def for_org(self, org: str) -> FailedSendQuerySet:
+        return self.filter(org=org)
+
+
+class FailedSend(models.Model):
+    """One failed attempt to send an email, with what the API (or we) said."""
+
+    email = models.ForeignKey(OutboundEmail, on_delete=models.CASCADE, related_name="failures")
+    org = models.CharField(max_length=100)
+    provider = models.CharField(max_length=200)
+    #: The catalog the code comes from: the provider's, or "mailapi" for local codes.
+    source = models.CharField(max_length=200)
+    error_code = models.CharField(max_length=100)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    message = models.TextField(blank=True, default="")
+    details = models.JSONField(null=True, blank=True)
+    request_id = models.CharField(max_length=255, blank=True, default="")
+    attempt = models.PositiveIntegerField(default=0)
+    will_retry = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = FailedSendQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "failed send"
+        ordering = ("-created_at", "-id")
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="mailapi_failed_created"),
+            models.Index(fields=["error_code", "-created_at"], name="mailapi_failed_code"),
+            models.Index(fields=["org", "-created_at"], name="mailapi_failed_org"),
+            models.Index(fields=["provider", "-created_at"], name="mailapi_failed_provider"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.error_code} ({self.http_status or 'local'}) for email #{self.email_id}"
+
+    @property
+    def suggested_action(self) -> str:
+        from .errors import suggested_action
+
+        return suggested_action(self.source, self.error_code, self.http_status, self.message)
+
+    @property
+    def retry_class(self) -> str:
+        from .errors import resolve
+
+        return resolve(self.source, self.error_code, self.http_status, self.message).retry.value
+
+
+class OrgQuota(models.Model):
+    """Per-org limits. A null limit means: use the MAILAPI default."""
+
+    org = models.CharField(max_length=100, unique=True)
+    daily_limit = models.PositiveIntegerField(null=True, blank=True)
+    monthly_limit = models.PositiveIntegerField(null=True, blank=True)
+    paused = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "org quota"
+        ordering = ("org",)
+
+    def __str__(self) -> str:
+        return self.org
+
+
+class Period(models.TextChoices):
+    DAY = "day"
+    MONTH = "month"
+
+
+class UsageCounter(models.Model):
+    """Units an org used in one UTC day or month."""
+
+    org = models.CharField(max_length=100)
+    period = models.CharField(max_length=5, choices=Period.choices)
+    period_start = models.DateField()
+    units_sent = models.PositiveBigIntegerField(default=0)
+    units_failed = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "usage counter"
+        ordering = ("-period_start", "org", "period")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["org", "period", "period_start"], name="mailapi_usage_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["period", "period_start"], name="mailapi_usage_period")]
+
+    def __str__(self) -> str:
+        return f"{self.org} {self.period} {self.period_start}: {self.units_sent}"

@@ -1,0 +1,221 @@
+"""The provider contract.
+
+A provider turns the outbox's provider-neutral message into an HTTP request for one
+email API, and turns the API's answer into either a message id or a ``SendError``.
+It knows HTTP and its API's shapes, and nothing of models, quotas or retries: the
+outbox decides what an error means by looking its code up in the provider's error
+catalog (``django_mailapi.errors``).
+
+To add a provider, subclass ``Provider`` and write four things:
+
+``name`` and ``default_base_url``
+    The short name recorded on every row (it also selects the error catalog, so
+    use the catalog's name if you add one), and the public API URL (None when users
+    must always configure ``BASE_URL``).
+
+``build_request(message, idempotency_key) -> ApiRequest``
+    Map the message (the dict built by ``django_mailapi.backend.serialize_message``,
+    described below) to a method, a path under the base URL, a JSON body and extra
+    headers. Raise ``UnsupportedFeature(feature, self.name)`` for anything the API
+    cannot carry; never drop it silently. Send ``idempotency_key`` in whatever header
+    the API uses; it is the same for every retry of the same message.
+
+``parse_success(response) -> str``
+    The API's id for the accepted email. Raise ``ValueError`` (or ``KeyError``) if the
+    body is not what a success looks like; the outbox records ``invalid_response``
+    and retries under the same idempotency key.
+
+``parse_error(response) -> SendError``
+    Read the error envelope into a code, message, details and request id. It must
+    never raise: bodies can be empty, HTML from a proxy, or JSON of another shape. Use
+    ``self.fallback_error(response)`` when nothing better can be read.
+
+Optionally override ``validate(message)`` to refuse, before any request, what the
+API would refuse (sizes, recipient counts); raise ``self.local_error(code, text)``
+with a code from the "mailapi" catalog.
+
+The message dict (JSON-safe, every key always present)::
+
+    {"from": "Name <a@example.com>", "to": [...], "cc": [...], "bcc": [...],
+     "reply_to": [...], "subject": "...", "text": "..." | None, "html": "..." | None,
+     "headers": {"X-Name": "value"},
+     "attachments": [{"filename": "a.pdf" | None, "content": "<base64>",
+                      "content_type": "application/pdf", "content_id": "logo" | None,
+                      "size": 1234}]}
+
+Addresses are strings as Django users write them (``"Name <addr>"`` or ``addr``).
+An attachment with a ``content_id`` is an inline image referenced as ``cid:<id>``.
+
+Instances are reused by one thread for many messages, so keep per-request state out
+of ``self``. ``self.session`` is a ``requests.Session`` that keeps connections open.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import requests
+from requests.structures import CaseInsensitiveDict
+
+from .. import __version__
+from ..exceptions import SendError
+
+USER_AGENT = f"django-mailapi/{__version__} python-requests/{requests.__version__}"
+
+
+@dataclass
+class ApiRequest:
+    method: str
+    path: str
+    json: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def __post_init__(self) -> None:
+        self.headers = CaseInsensitiveDict(self.headers)
+
+    def json(self) -> Any:
+        """The body as JSON, or None when it is empty or not JSON."""
+        if not self.body:
+            return None
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+class Provider:
+    name: ClassVar[str] = ""
+    default_base_url: ClassVar[str | None] = None
+    #: Most recipients (to + cc + bcc) one API call accepts; None = no local check.
+    max_recipients: ClassVar[int | None] = None
+    #: Largest message we let through, in bytes of JSON body; None = no local check.
+    max_message_bytes: ClassVar[int | None] = None
+
+    def __init__(self, *, api_key: str, base_url: str | None = None, timeout: float = 10.0):
+        base = base_url or self.default_base_url
+        if not base:
+            from ..exceptions import ImproperlyConfigured
+
+            raise ImproperlyConfigured(
+                f"The {self.name} provider needs MAILAPI['BASE_URL'].",
+                code="configuration_error",
+            )
+        self.base_url = base.rstrip("/")
+        self.timeout = timeout
+        self._api_key = api_key
+        self.session = requests.Session()
+        self.session.headers.update(
+            {"User-Agent": USER_AGENT, "Accept": "application/json"} | self.auth_headers()
+        )
+
+    def __repr__(self) -> str:  # never show the key
+        return f"<{type(self).__name__} {self.base_url}>"
+
+    # --- to write in a subclass ------------------------------------------------------
+    def build_request(self, message: dict[str, Any], idempotency_key: str) -> ApiRequest:
+        raise NotImplementedError
+
+    def parse_success(self, response: ApiResponse) -> str:
+        raise NotImplementedError
+
+    def parse_error(self, response: ApiResponse) -> SendError:
+        return self.fallback_error(response)
+
+    def validate(self, message: dict[str, Any]) -> None:
+        count = len(message["to"]) + len(message["cc"]) + len(message["bcc"])
+        if self.max_recipients is not None and count > self.max_recipients:
+            raise self.local_error(
+                "too_many_recipients",
+                f"{count} recipients; {self.name} accepts at most {self.max_recipients} per email.",
+            )
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"}
+
+    # --- provided --------------------------------------------------------------------
+    def send(self, message: dict[str, Any], idempotency_key: str) -> str:
+        """Send one message; return the API's id or raise ``SendError``."""
+        self.validate(message)
+        request = self.build_request(message, idempotency_key)
+        response = self.call(request)
+        if 200 <= response.status < 300:
+            try:
+                return self.parse_success(response)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise SendError(
+                    f"The API answered {response.status} with a body we cannot read: "
+                    f"{response.text[:200]!r} ({exc})",
+                    code="invalid_response",
+                    local=True,
+                ) from None
+        raise self.parse_error(response)
+
+    def call(self, request: ApiRequest) -> ApiResponse:
+        """One HTTP exchange. Transport failures become local ``SendError``s."""
+        url = f"{self.base_url}/{request.path.lstrip('/')}"
+        try:
+            resp = self.session.request(
+                request.method,
+                url,
+                json=request.json,
+                headers=request.headers,
+                timeout=self.timeout,
+            )
+        except requests.Timeout:
+            raise SendError(
+                f"No answer from {self.base_url} within {self.timeout:g}s.",
+                code="timeout",
+                local=True,
+            ) from None
+        except requests.RequestException as exc:
+            raise SendError(
+                f"Could not reach {self.base_url}: {type(exc).__name__}.",
+                code="connection_error",
+                local=True,
+            ) from None
+        return ApiResponse(resp.status_code, resp.headers, resp.content)
+
+    def local_error(self, code: str, message: str) -> SendError:
+        return SendError(message, code=code, local=True)
+
+    def fallback_error(self, response: ApiResponse, code: str | None = None) -> SendError:
+        """An error for a body we could not read: keyed by the HTTP status."""
+        snippet = " ".join(response.text.split())[:300]
+        return SendError(
+            snippet or f"HTTP {response.status} with an empty body.",
+            code=code or f"http_{response.status}",
+            http_status=response.status,
+            retry_after=retry_after(response.headers),
+            request_id=response.headers.get("x-request-id", ""),
+        )
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait, from ``Retry-After`` (seconds or HTTP date) or ``ratelimit-reset``."""
+    for name in ("retry-after", "ratelimit-reset", "x-ratelimit-reset"):
+        value = headers.get(name)
+        if not value:
+            continue
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(value) if name == "retry-after" else None
+            if parsed is not None:
+                return max(0.0, parsed.timestamp() - time.time())
+    return None

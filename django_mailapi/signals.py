@@ -1,0 +1,17 @@
+"""Signals sent as an email moves through the outbox.
+
+- ``message_queued(sender=OutboundEmail, emails=[OutboundEmail, ...])``: rows written by
+  the backend (sent inside the caller's transaction, before dispatch).
+- ``message_sent(sender=OutboundEmail, email=OutboundEmail)``: the API accepted it.
+- ``send_failed(sender=OutboundEmail, email=OutboundEmail, failure=FailedSend)``: an
+  attempt failed; ``failure.will_retry`` says whether another attempt is planned.
+- ``quota_exceeded(sender=OutboundEmail, email=OutboundEmail, org=str, code=str)``: an
+  org was over its daily or monthly quota (ours or the provider's).
+"""
+
+from django.dispatch import Signal
+
+message_queued = Signal()
+message_sent = Signal()
+send_failed = Signal()
+quota_exceeded = Signal()

@@ -1,0 +1,304 @@
+"""The backend turns every kind of Django message into an outbox row."""
+
+from __future__ import annotations
+
+import base64
+import json
+from email.mime.image import MIMEImage
+
+import pytest
+from django.core import mail
+from django.core.mail import EmailMessage, EmailMultiAlternatives
+from django.db import transaction
+
+import django_mailapi
+from django_mailapi.backend import EmailBackend, serialize_message
+from django_mailapi.exceptions import ImproperlyConfigured, InvalidMessage, UnsupportedFeature
+from django_mailapi.models import FailedSend, OutboundEmail, Status
+from django_mailapi.providers.resend import ResendProvider
+from tests.helpers import assert_resend_valid
+
+pytestmark = pytest.mark.django_db
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+@pytest.fixture(autouse=True)
+def _our_backend(settings):
+    # pytest-django swaps in locmem; these tests are about our backend.
+    settings.EMAIL_BACKEND = "django_mailapi.backend.EmailBackend"
+
+
+def wire(row: OutboundEmail) -> dict:
+    provider = ResendProvider(api_key="k", base_url="http://127.0.0.1:9")
+    return provider.build_request(row.payload, row.idempotency_key).json
+
+
+def only_row() -> OutboundEmail:
+    (row,) = OutboundEmail.objects.all()
+    return row
+
+
+def test_send_mail_writes_one_queued_row_with_a_resend_valid_body():
+    sent = mail.send_mail("Hello", "Plain body", "Shop <shop@example.com>", ["ann@example.org"])
+
+    assert sent == 1
+    row = only_row()
+    assert row.status == Status.QUEUED
+    assert row.org == "default"
+    assert row.provider == "resend"
+    assert row.recipients == "ann@example.org"
+    assert row.recipient_count == 1
+    assert row.idempotency_key.startswith("mailapi/default/")
+    body = wire(row)
+    assert_resend_valid(body)
+    assert body == {
+        "from": "Shop <shop@example.com>",
+        "to": ["ann@example.org"],
+        "subject": "Hello",
+        "text": "Plain body",
+    }
+
+
+def test_html_alternative_carries_both_parts():
+    msg = EmailMultiAlternatives("Hi", "text part", "a@example.com", ["b@example.com"])
+    msg.attach_alternative("<p>html part</p>", "text/html")
+    msg.send()
+
+    body = wire(only_row())
+    assert_resend_valid(body)
+    assert body["text"] == "text part"
+    assert body["html"] == "<p>html part</p>"
+
+
+def test_html_only_message_sends_html_without_text():
+    msg = EmailMessage("Hi", "<b>x</b>", "a@example.com", ["b@example.com"])
+    msg.content_subtype = "html"
+    msg.send()
+
+    body = wire(only_row())
+    assert_resend_valid(body)
+    assert body["html"] == "<b>x</b>"
+    assert "text" not in body
+
+
+def test_cc_bcc_reply_to_and_custom_headers_are_carried():
+    msg = EmailMessage(
+        "Hi",
+        "body",
+        "a@example.com",
+        ["to@example.com"],
+        bcc=["bcc@example.com"],
+        cc=["cc1@example.com", "Cc Two <cc2@example.com>"],
+        reply_to=["reply@example.com"],
+        headers={"X-Campaign": "welcome", "List-Unsubscribe": "<mailto:u@example.com>"},
+    )
+    msg.send()
+
+    row = only_row()
+    body = wire(row)
+    assert_resend_valid(body)
+    assert body["cc"] == ["cc1@example.com", "Cc Two <cc2@example.com>"]
+    assert body["bcc"] == ["bcc@example.com"]
+    assert body["reply_to"] == ["reply@example.com"]
+    assert body["headers"] == {
+        "X-Campaign": "welcome",
+        "List-Unsubscribe": "<mailto:u@example.com>",
+    }
+    assert row.recipient_count == 4
+
+
+def test_from_and_reply_to_headers_override_as_django_does():
+    msg = EmailMessage(
+        "Hi",
+        "b",
+        "a@example.com",
+        ["to@example.com"],
+        headers={"From": "Other <other@example.com>", "Reply-To": "r1@example.com, r2@example.com"},
+    )
+    msg.send()
+
+    body = wire(only_row())
+    assert body["from"] == "Other <other@example.com>"
+    assert body["reply_to"] == ["r1@example.com", "r2@example.com"]
+    assert "headers" not in body
+
+
+def test_attachments_and_inline_images_are_base64_with_content_ids():
+    msg = EmailMultiAlternatives("Hi", "see attached", "a@example.com", ["b@example.com"])
+    msg.attach_alternative('<img src="cid:logo">', "text/html")
+    msg.attach("report.csv", "a,b\n1,2\n", "text/csv")
+    msg.attach("raw.bin", b"\x00\x01\x02", None)
+    image = MIMEImage(PNG, "png")
+    image.add_header("Content-ID", "<logo>")
+    image.add_header("Content-Disposition", "inline", filename="logo.png")
+    msg.attach(image)
+    msg.send()
+
+    body = wire(only_row())
+    assert_resend_valid(body)
+    csv, raw, logo = body["attachments"]
+    assert csv == {
+        "filename": "report.csv",
+        "content": base64.b64encode(b"a,b\n1,2\n").decode(),
+        "content_type": "text/csv",
+    }
+    assert base64.b64decode(raw["content"]) == b"\x00\x01\x02"
+    assert raw["content_type"] == "application/octet-stream"
+    assert logo["content_id"] == "logo"
+    assert logo["filename"] == "logo.png"
+    assert logo["content_type"] == "image/png"
+    assert base64.b64decode(logo["content"]) == PNG
+
+
+def test_payload_is_json_and_survives_the_database():
+    mail.send_mail("Ünïcødé ✓", "текст", "a@example.com", ["Zoë <z@example.com>"])
+
+    row = OutboundEmail.objects.get()
+    assert json.loads(json.dumps(row.payload)) == row.payload
+    assert row.payload["subject"] == "Ünïcødé ✓"
+    assert row.payload["to"] == ["Zoë <z@example.com>"]
+
+
+def test_send_mass_mail_bulk_inserts_one_row_per_message(django_assert_max_num_queries):
+    datatuple = [(f"S{i}", "b", "a@example.com", [f"u{i}@example.com"]) for i in range(20)]
+    with django_assert_max_num_queries(6):
+        assert mail.send_mass_mail(datatuple) == 20
+    assert OutboundEmail.objects.count() == 20
+    assert len({r.idempotency_key for r in OutboundEmail.objects.all()}) == 20
+
+
+def test_org_comes_from_message_then_resolver_then_for_org_then_default(settings):
+    def send(org_attr=None):
+        msg = EmailMessage("s", "b", "a@example.com", ["b@example.com"])
+        if org_attr:
+            msg.org = org_attr
+        msg.send()
+        return OutboundEmail.objects.latest("id").org
+
+    assert send() == "default"
+    with django_mailapi.for_org("outer"):
+        assert send() == "outer"
+        with django_mailapi.for_org("inner"):
+            assert send() == "inner"
+            assert send("explicit") == "explicit"
+        assert send() == "outer"
+    settings.MAILAPI = {**settings.MAILAPI, "ORG_RESOLVER": "tests.test_backend.resolver"}
+    with django_mailapi.for_org("ctx"):
+        assert send() == "resolved-b@example.com"
+        assert send("explicit") == "explicit"
+    settings.MAILAPI = {**settings.MAILAPI, "DEFAULT_ORG": "house"}
+    assert send() == "resolved-b@example.com"
+
+
+def resolver(message):
+    return f"resolved-{message.to[0]}" if message.to else None
+
+
+def test_rows_and_dispatch_wait_for_commit(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
+        mail.send_mail("s", "b", "a@example.com", ["b@example.com"])
+        assert callbacks == []
+    assert len(callbacks) == 1
+
+
+def test_rolled_back_transaction_sends_nothing(django_capture_on_commit_callbacks):
+    with (
+        django_capture_on_commit_callbacks() as callbacks,
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        mail.send_mail("s", "b", "a@example.com", ["b@example.com"])
+        raise RuntimeError("roll back")
+    assert callbacks == []
+    assert OutboundEmail.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"to": ["not-an-address"]}, "invalid_recipient"),
+        ({"from_email": "nobody"}, "invalid_from_address"),
+        ({"subject": "Hi\r\nBcc: victim@example.com"}, "header_injection"),
+        ({"headers": {"X-Evil": "a\nb"}}, "header_injection"),
+    ],
+)
+def test_bad_input_raises_a_coded_error(kwargs, code):
+    fields = {"subject": "s", "body": "b", "from_email": "a@example.com", "to": ["b@example.com"]}
+    fields.update(kwargs)
+    with pytest.raises(InvalidMessage) as info:
+        EmailMessage(**fields).send()
+    assert info.value.code == code
+    assert OutboundEmail.objects.count() == 0
+
+
+def test_message_without_recipients_is_refused_by_the_backend():
+    # EmailMessage.send() skips the backend when there are no recipients; call it directly.
+    with pytest.raises(InvalidMessage) as info:
+        EmailBackend().send_messages([EmailMessage("s", "b", "a@example.com", [])])
+    assert info.value.code == "invalid_recipient"
+
+
+def test_fail_silently_keeps_a_failed_row_instead_of_dropping():
+    msg = EmailMessage("s", "b", "a@example.com", ["not-an-address"])
+    good = EmailMessage("s", "b", "a@example.com", ["ok@example.com"])
+
+    assert EmailBackend(fail_silently=True).send_messages([msg, good]) == 1
+
+    failed = OutboundEmail.objects.get(status=Status.FAILED)
+    assert failed.last_error_code == "invalid_recipient"
+    assert failed.recipients == "not-an-address"
+    record = FailedSend.objects.get(email=failed)
+    assert record.error_code == "invalid_recipient"
+    assert record.suggested_action
+    assert OutboundEmail.objects.filter(status=Status.QUEUED).count() == 1
+
+
+def test_unsupported_alternative_names_the_feature_and_provider():
+    msg = EmailMultiAlternatives("s", "b", "a@example.com", ["b@example.com"])
+    msg.attach_alternative("BEGIN:VCALENDAR", "text/calendar")
+    with pytest.raises(UnsupportedFeature, match="text/calendar alternative part") as info:
+        msg.send()
+    assert "resend" in str(info.value)
+
+
+def test_missing_api_key_raises_even_with_fail_silently(settings):
+    settings.MAILAPI = {k: v for k, v in settings.MAILAPI.items() if k != "API_KEY"}
+    with pytest.raises(ImproperlyConfigured, match="API_KEY"):
+        EmailBackend(fail_silently=True).send_messages(
+            [EmailMessage("s", "b", "a@example.com", ["b@example.com"])]
+        )
+
+
+def test_backend_options_override_mailapi_and_unknown_ones_are_refused():
+    backend = EmailBackend(provider="resend", timeout=3)
+    assert backend.conf.TIMEOUT == 3.0
+    assert backend.conf.API_KEY  # still read from MAILAPI
+
+
+def test_mailers_alias_is_recorded_and_its_options_used(settings):
+    settings.MAILERS = {
+        "transactional": {
+            "BACKEND": "django_mailapi.backend.EmailBackend",
+            "OPTIONS": {"default_org": "tx-org"},
+        }
+    }
+    backend = EmailBackend(alias="transactional")
+    backend.send_messages([EmailMessage("s", "b", "a@example.com", ["b@example.com"])])
+
+    row = only_row()
+    assert row.mailer == "transactional"
+    assert row.org == "tx-org"
+
+
+def test_empty_list_sends_nothing():
+    assert EmailBackend().send_messages([]) == 0
+
+
+def test_serialize_message_is_usable_without_the_backend():
+    msg = EmailMessage("s", "b", "a@example.com", ["b@example.com"])
+    payload = serialize_message(msg)
+    assert payload["to"] == ["b@example.com"]
+    assert payload["attachments"] == []

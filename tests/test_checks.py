@@ -1,0 +1,82 @@
+"""Every malformed MAILAPI setting is reported by its own system check id."""
+
+from __future__ import annotations
+
+import pytest
+
+from django_mailapi.checks import check_settings
+
+BASE = {"API_KEY": "re_x"}
+
+
+def ids(settings, mailapi) -> list[str]:
+    settings.MAILAPI = mailapi
+    return [m.id for m in check_settings()]
+
+
+def test_valid_settings_pass(settings):
+    assert ids(settings, {**BASE, "DAILY_LIMIT": 100, "RATE_LIMIT": 5}) == []
+
+
+def test_missing_api_key_is_e001_with_a_hint(settings):
+    settings.MAILAPI = {}
+    (message,) = check_settings()
+    assert message.id == "mailapi.E001"
+    assert "MAILAPI_API_KEY" in message.hint
+
+
+def test_api_key_resolver_replaces_the_key(settings):
+    assert ids(settings, {"API_KEY_RESOLVER": "os.getenv"}) == []
+
+
+def test_mailapi_must_be_a_dict(settings):
+    assert ids(settings, ["nope"]) == ["mailapi.E000"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "check_id"),
+    [
+        ("PROVIDER", "carrier-pigeon", "mailapi.E002"),
+        ("PROVIDER", "os.path.join", "mailapi.E002"),
+        ("BASE_URL", "ftp://api.example.com", "mailapi.E003"),
+        ("TIMEOUT", 0, "mailapi.E005"),
+        ("TIMEOUT", "10", "mailapi.E005"),
+        ("DEFAULT_ORG", "", "mailapi.E006"),
+        ("ORG_RESOLVER", "no.such.function", "mailapi.E007"),
+        ("DAILY_LIMIT", -1, "mailapi.E008"),
+        ("MONTHLY_LIMIT", "lots", "mailapi.E009"),
+        ("QUOTA_UNIT", "byte", "mailapi.E010"),
+        ("ON_QUOTA_EXCEEDED", "panic", "mailapi.E011"),
+        ("MAX_RETRIES", -2, "mailapi.E012"),
+        ("QUEUE", "", "mailapi.E013"),
+        ("BATCH_SIZE", 101, "mailapi.E014"),
+        ("BATCH_SIZE", 0, "mailapi.E014"),
+        ("RATE_LIMIT", -5, "mailapi.E015"),
+        ("API_KEY_RESOLVER", 42, "mailapi.E016"),
+        ("CHECK_QUOTA_ON_ENQUEUE", "yes", "mailapi.E017"),
+        ("KEEP_SENT_PAYLOAD", 1, "mailapi.E018"),
+        ("LEASE_SECONDS", 0, "mailapi.E019"),
+        ("RETRY_MAX_DELAY", -1, "mailapi.E019"),
+        ("SPEED", "fast", "mailapi.W001"),
+    ],
+)
+def test_each_malformed_setting_has_its_own_id(settings, key, value, check_id):
+    assert ids(settings, {**BASE, key: value}) == [check_id]
+
+
+def test_mailers_options_are_checked_too(settings):
+    settings.MAILERS = {
+        "bulk": {"BACKEND": "django_mailapi.backend.EmailBackend", "OPTIONS": {"batch_size": 500}},
+        "smtp": {"BACKEND": "django.core.mail.backends.smtp.EmailBackend"},
+    }
+    messages = check_settings()
+    assert [(m.id, m.obj) for m in messages] == [("mailapi.E014", "settings.MAILERS['bulk']")]
+
+
+def test_checks_run_through_manage_py_check(settings):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    settings.MAILAPI = {}
+    with pytest.raises(SystemCheckError, match=r"mailapi\.E001"):
+        call_command("check")
