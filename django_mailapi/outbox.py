@@ -54,7 +54,7 @@ def claim(ids: Sequence[int], now: dt.datetime, lease_seconds: int) -> list[Outb
     )
     if not taken:
         return []
-    return list(OutboundEmail.objects.filter(pk__in=list(ids), lease_token=token))
+    return list(OutboundEmail.objects.filter(pk__in=list(ids), lease_token=token).order_by("pk"))
 
 
 # --- send ----------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.core import mail
 from django.core.mail import EmailMultiAlternatives
@@ -86,3 +88,38 @@ def test_a_batch_of_messages_all_arrive_exactly_once(sandbox):
     assert OutboundEmail.objects.filter(status=Status.SENT).count() == 25
     keys = [e["idempotency_key"] for e in sandbox.emails]
     assert sorted(keys) == sorted(OutboundEmail.objects.values_list("idempotency_key", flat=True))
+
+
+def test_sendtest_reports_the_api_id(sandbox):
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("mailapi_sendtest", "--to", "ann@example.org", "--org", "acme", stdout=out)
+
+    row = OutboundEmail.objects.get()
+    assert out.getvalue() == (
+        f"Queued email #{row.pk} for ann@example.org (org acme).\n"
+        f"Sent: the API accepted it as {row.provider_message_id} after 1 attempt(s).\n"
+    )
+
+
+def test_sendtest_reports_the_error_and_its_action(sandbox):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError) as info:
+        call_command(
+            "mailapi_sendtest", "--to", "invalid_api_key@fail.sandbox.test", stdout=io.StringIO()
+        )
+    row = OutboundEmail.objects.get()
+    assert str(info.value).startswith(f"Email #{row.pk} is failed: invalid_api_key (403): ")
+    assert "Suggested action: " in str(info.value)
+
+
+def test_sendtest_says_when_no_worker_picks_it_up(sandbox, settings):
+    from django.core.management import CommandError, call_command
+
+    settings.MAILAPI = {**settings.MAILAPI, "QUEUE": "nobody-listens-here"}
+    with pytest.raises(CommandError, match=r"still queued after 0\.5s: is a Celery worker"):
+        call_command(
+            "mailapi_sendtest", "--to", "a@example.org", "--timeout", "0.5", stdout=io.StringIO()
+        )
