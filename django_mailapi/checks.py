@@ -226,6 +226,21 @@ def check_config(config: dict[str, Any], where: str) -> list[CheckMessage]:
                 obj=where,
             )
         )
+    if config.get("RATE_LIMIT"):
+        from .ratelimit import is_shared
+
+        if not is_shared():
+            messages.append(
+                Warning(
+                    "MAILAPI['RATE_LIMIT'] is set but the default cache is not Redis, so each "
+                    "worker process keeps to the limit on its own and together they can "
+                    "exceed it.",
+                    hint="Use Redis for CACHES['default'] (django.core.cache.backends.redis."
+                    "RedisCache), or divide RATE_LIMIT by the number of worker processes.",
+                    id="mailapi.W002",
+                    obj=where,
+                )
+            )
     unknown = sorted(set(config) - set(DEFAULTS) - {"ALIAS"})
     if unknown:
         messages.append(

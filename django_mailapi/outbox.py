@@ -28,7 +28,7 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from . import errors, quota, signals
+from . import errors, quota, ratelimit, signals
 from .conf import MailapiSettings, get_settings
 from .exceptions import MailapiError, QuotaExceeded, SendError
 from .models import FailedSend, OutboundEmail, Status
@@ -68,14 +68,12 @@ def process(ids: Sequence[int]) -> dict[str, int]:
     return dict(outcomes)
 
 
-def provider_for(row: OutboundEmail, conf: MailapiSettings) -> Any:
+def provider_for(row: OutboundEmail, conf: MailapiSettings) -> tuple[Any, str]:
+    """The provider instance for the row, and the API key it sends with."""
     name = row.provider if row.provider in BUILTIN else conf.PROVIDER
-    return get_provider(
-        name,
-        api_key=conf.api_key_for(row.org),
-        base_url=conf.BASE_URL,
-        timeout=conf.TIMEOUT,
-    )
+    api_key = conf.api_key_for(row.org)
+    provider = get_provider(name, api_key=api_key, base_url=conf.BASE_URL, timeout=conf.TIMEOUT)
+    return provider, api_key
 
 
 def send_one(row: OutboundEmail) -> str:
@@ -88,9 +86,10 @@ def send_one(row: OutboundEmail) -> str:
                 code="payload_missing",
                 local=True,
             )
-        provider = provider_for(row, conf)
+        provider, api_key = provider_for(row, conf)
         if not row.quota_units:
             reserve(row, conf)
+        ratelimit.wait_for_slot(api_key, conf.RATE_LIMIT)
         message_id = provider.send(row.payload, row.idempotency_key)
     except QuotaExceeded as exc:
         return record_failure(row, SendError(exc.message, code=exc.code, local=True), conf)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -19,6 +20,17 @@ from tests.celeryapp import app as celery_app  # noqa: F401  (the current app in
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRE_SERVICES = os.environ.get("MAILAPI_REQUIRE_SERVICES") == "1"
+
+
+#: (test name, figures) reported by tests that measure something; printed at the end.
+FIGURES: list[tuple[str, dict[str, Any]]] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("django-mailapi figures")
+        for name, figures in FIGURES:
+            terminalreporter.write_line(f"{name}: {json.dumps(figures)}")
 
 
 def service_missing(what: str) -> None:

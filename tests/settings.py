@@ -6,6 +6,7 @@ it answers, else SQLite); REDIS_URL the broker (default: the local Redis, db 15)
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from urllib.parse import urlparse
@@ -108,6 +109,18 @@ MAILAPI = {
     "TIMEOUT": 5.0,
     "RETRY_BASE_DELAY": 0.2,
     "RETRY_MAX_DELAY": 2.0,
+}
+
+# Worker processes started by a test can be given other settings, as JSON.
+MAILAPI.update(json.loads(os.environ.get("MAILAPI_TEST_OVERRIDES", "{}")))
+
+# The shared rate limit lives in Redis when the cache is Redis, as in production.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": f"mailapi-tests-{MAILAPI['QUEUE']}",
+    }
 }
 
 LOGGING = {

@@ -1,0 +1,260 @@
+"""Delivery guarantees, proven by breaking real parts: worker processes killed with
+SIGKILL, a broker that is down, an API that fails 30% of requests, an API that
+rate-limits. PostgreSQL + Redis + real Celery workers + the sandbox over HTTP.
+
+Each test prints its figures (sent, lost, duplicated, 429s, timings) to the terminal;
+the assertions are about outcomes, never about time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core import mail
+
+from django_mailapi import outbox
+from django_mailapi.models import FailedSend, OutboundEmail, Status
+from tests.celeryapp import app as celery_app
+from tests.conftest import FIGURES, Worker, wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
+
+
+@pytest.fixture(autouse=True)
+def _services(postgres: None, sandbox: Any, settings: Any) -> None:
+    settings.EMAIL_BACKEND = "django_mailapi.backend.EmailBackend"
+
+
+@pytest.fixture
+def report(request: pytest.FixtureRequest) -> Any:
+    """Keep a test's figures; conftest prints them in the terminal summary."""
+
+    def write(**figures: Any) -> None:
+        FIGURES.append((request.node.name, figures))
+
+    return write
+
+
+@pytest.fixture
+def start_worker(worker_env: dict[str, str], tmp_path: Any, settings: Any) -> Iterator[Any]:
+    """Start worker processes with MAILAPI overrides (also applied in this process)."""
+    workers: list[Worker] = []
+
+    def start(overrides: dict[str, Any], concurrency: int = 1, **env: str) -> Worker:
+        settings.MAILAPI = {**settings.MAILAPI, **overrides}
+        full_env = {**worker_env, "MAILAPI_TEST_OVERRIDES": json.dumps(overrides), **env}
+        worker = Worker(full_env, tmp_path / f"worker{len(workers)}.log", concurrency)
+        workers.append(worker.start())
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop(signal.SIGKILL)
+
+
+def send_many(count: int, to: str = "user{i}@example.com") -> list[int]:
+    messages = [(f"Message {i}", "body", "a@example.com", [to.format(i=i)]) for i in range(count)]
+    assert mail.send_mass_mail(messages) == count
+    return list(OutboundEmail.objects.order_by("pk").values_list("pk", flat=True))
+
+
+def settled_count() -> int:
+    return OutboundEmail.objects.filter(status__in=[Status.SENT, Status.FAILED]).count()
+
+
+def deliveries_per_key(sandbox: Any) -> Counter[str]:
+    return Counter(email["idempotency_key"] for email in sandbox.emails)
+
+
+def sweep_until_settled(total: int, timeout: float) -> None:
+    """What beat does in production: sweep now and then until every email settled."""
+
+    def settled() -> bool:
+        if settled_count() == total:
+            return True
+        outbox.sweep()
+        return False
+
+    wait_for(settled, timeout=timeout, interval=0.5)
+
+
+def test_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
+    sandbox, start_worker, report
+):
+    overrides = {"LEASE_SECONDS": 3, "SWEEP_AFTER_SECONDS": 2, "BATCH_SIZE": 20}
+    first = start_worker(overrides)
+    ids = send_many(300, to="slow+15@example.com")  # ~15 ms per request: time to kill it
+    wait_for(lambda: len(sandbox.emails) >= 60, timeout=60)
+
+    first.stop(signal.SIGKILL)
+    at_kill = len(sandbox.emails)
+    start_worker(overrides)
+    sweep_until_settled(len(ids), timeout=180)
+
+    per_key = deliveries_per_key(sandbox)
+    keys = set(OutboundEmail.objects.values_list("idempotency_key", flat=True))
+    assert OutboundEmail.objects.filter(status=Status.SENT).count() == 300
+    assert set(per_key) == keys
+    assert max(per_key.values()) == 1
+    report(
+        messages=300,
+        delivered_before_kill=at_kill,
+        sent=len(per_key),
+        lost=300 - len(per_key),
+        duplicated=sum(n - 1 for n in per_key.values()),
+        replays_answered_by_idempotency=sandbox.stats["replays"],
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def point_celery_at(url: str) -> None:
+    celery_app.conf.broker_url = url
+    celery_app._pool = None  # drop pooled connections to the old broker
+    celery_app.amqp._producer_pool = None
+
+
+def test_broker_outage_keeps_rows_queued_and_the_sweeper_delivers_them(
+    sandbox, start_worker, report
+):
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    original = celery_app.conf.broker_url
+    point_celery_at(url)
+    broker = None
+    try:
+        durations = []
+        for i in range(20):
+            started = time.perf_counter()
+            assert mail.send_mail(f"Outage {i}", "b", "a@example.com", [f"o{i}@example.com"]) == 1
+            durations.append(time.perf_counter() - started)
+        assert OutboundEmail.objects.filter(status=Status.QUEUED).count() == 20
+        assert sandbox.emails == []
+
+        broker = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for(lambda: _answers(port), timeout=20)
+        point_celery_at(url)
+        start_worker({"SWEEP_AFTER_SECONDS": 1}, CELERY_BROKER_URL=url)
+        sweep_until_settled(20, timeout=60)
+    finally:
+        point_celery_at(original)
+        if broker is not None:
+            broker.kill()
+            broker.wait(10)
+
+    per_key = deliveries_per_key(sandbox)
+    assert OutboundEmail.objects.filter(status=Status.SENT).count() == 20
+    assert len(per_key) == 20
+    assert max(per_key.values()) == 1
+    report(
+        send_mail_calls=20,
+        broker_down_send_mail_seconds_max=round(max(durations), 3),
+        broker_down_send_mail_seconds_mean=round(sum(durations) / 20, 3),
+        delivered_after_recovery=len(per_key),
+        duplicated=sum(n - 1 for n in per_key.values()),
+    )
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), 0.5):
+            return True
+    except OSError:
+        return False
+
+
+def test_api_failing_30_percent_ends_every_email_sent_once_or_recorded(
+    sandbox, start_worker, report
+):
+    sandbox.fail_rate = 0.3
+    start_worker(
+        {"RETRY_BASE_DELAY": 0.05, "RETRY_MAX_DELAY": 0.5, "MAX_RETRIES": 12, "BATCH_SIZE": 50}
+    )
+    ids = send_many(1000)
+    wait_for(lambda: settled_count() == len(ids), timeout=240, interval=0.5)
+
+    sent = set(
+        OutboundEmail.objects.filter(status=Status.SENT).values_list("idempotency_key", flat=True)
+    )
+    failed = OutboundEmail.objects.filter(status=Status.FAILED)
+    per_key = deliveries_per_key(sandbox)
+    assert set(per_key) == sent
+    assert max(per_key.values()) == 1
+    assert len(sent) + failed.count() == 1000
+    for email in failed:
+        assert FailedSend.objects.filter(email=email, will_retry=False).exists()
+    stats = sandbox.stats
+    report(
+        messages=1000,
+        sent=len(sent),
+        failed_with_record=failed.count(),
+        lost=1000 - len(sent) - failed.count(),
+        duplicated=sum(n - 1 for n in per_key.values()),
+        injected_500s=stats["errors_by_status"].get("500", 0),
+        injected_resets=stats["resets"],
+        failed_attempts_recorded=FailedSend.objects.count(),
+    )
+
+
+@pytest.mark.parametrize("shared_limit", [False, True], ids=["no-limit", "RATE_LIMIT=5"])
+def test_rate_limited_api_gets_everything_and_no_429_with_a_shared_limit(
+    sandbox, start_worker, report, shared_limit
+):
+    sandbox.rate_limit = 5
+    overrides: dict[str, Any] = {"BATCH_SIZE": 4, "RETRY_BASE_DELAY": 0.2}
+    if shared_limit:
+        overrides["RATE_LIMIT"] = 5
+    start_worker(overrides, concurrency=2)
+    started = time.perf_counter()
+    ids = send_many(40)
+    wait_for(lambda: settled_count() == len(ids), timeout=120, interval=0.2)
+    elapsed = time.perf_counter() - started
+
+    per_key = deliveries_per_key(sandbox)
+    assert OutboundEmail.objects.filter(status=Status.SENT).count() == 40
+    assert max(per_key.values()) == 1
+    rate_limited = sandbox.stats["rate_limited"]
+    if shared_limit:
+        assert rate_limited == 0
+    report(
+        messages=40,
+        worker_processes=2,
+        shared_rate_limit=shared_limit,
+        sandbox_limit_per_second=5,
+        responses_429=rate_limited,
+        seconds=round(elapsed, 2),
+    )
+
+
+def test_worker_processes_get_settings_overrides_as_json():
+    # The mechanism the tests above rely on, kept honest.
+    env = json.dumps({"LEASE_SECONDS": 3})
+    out = subprocess.run(
+        [
+            sys.executable, "-c",
+            "import django, os; django.setup(); from django.conf import settings; "
+            "print(settings.MAILAPI['LEASE_SECONDS'])",
+        ],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
+             "MAILAPI_TEST_OVERRIDES": env},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip() == "3"
