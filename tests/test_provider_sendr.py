@@ -229,9 +229,12 @@ def test_a_repeated_key_returns_the_first_email_instead_of_sending_again(sendr):
 @pytest.mark.parametrize("entry", list(CATALOG), ids=lambda e: e.code)
 @pytest.mark.parametrize("envelope", ["flat", "nested"])
 def test_every_documented_error_comes_back_with_its_code_in_either_envelope(entry, envelope):
-    with SandboxServer(dialect=SendrDialect(envelope=envelope)) as server:
-        with pytest.raises(SendError) as caught:
-            provider(server.url).send(message_dict(to=[f"{entry.code}@fail.sandbox.test"]), "k")
+    to = [f"{entry.code}@fail.sandbox.test"]
+    with (
+        SandboxServer(dialect=SendrDialect(envelope=envelope)) as server,
+        pytest.raises(SendError) as caught,
+    ):
+        provider(server.url).send(message_dict(to=to), "k")
     assert (caught.value.code, caught.value.http_status) == (entry.code, entry.http_status)
     assert caught.value.message == entry.message
 
