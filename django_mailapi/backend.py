@@ -166,9 +166,11 @@ class EmailBackend(BaseEmailBackend):
         now = timezone.now()
         rows: list[OutboundEmail] = []
         rejected: list[tuple[OutboundEmail, MailapiError]] = []
+        accepted = 0
         for message in email_messages:
             try:
-                rows.append(self._row(message, provider, conf, now))
+                rows.extend(self._rows(message, provider, conf, now))
+                accepted += 1
             except MailapiError as exc:
                 if not self.fail_silently:
                     raise
@@ -193,14 +195,33 @@ class EmailBackend(BaseEmailBackend):
             return 0
         ids = [row.pk for row in rows]
         transaction.on_commit(lambda: dispatch(ids, conf))
-        return len(rows)
+        return accepted
 
-    def _row(self, message: EmailMessage, provider: str, conf: MailapiSettings, now: Any) -> Any:
+    def _rows(
+        self, message: EmailMessage, provider: str, conf: MailapiSettings, now: Any
+    ) -> list[Any]:
+        """One row per payload the provider's ``split`` makes (one per recipient for APIs
+        that take a single recipient, such as Emitlo; else just one)."""
+        from .providers import resolve_provider_class
+
+        payload = serialize_message(message, provider)
+        parts = resolve_provider_class(conf.PROVIDER).split(payload)
+        return [self._row(message, provider, conf, now, part) for part in parts]
+
+    def _row(
+        self,
+        message: EmailMessage,
+        provider: str,
+        conf: MailapiSettings,
+        now: Any,
+        payload: dict[str, Any] | None = None,
+    ) -> Any:
         from .models import OutboundEmail
         from .quota import resolve_org
 
         org = resolve_org(message, conf)
-        payload = serialize_message(message, provider)
+        if payload is None:
+            payload = serialize_message(message, provider)
         recipients = payload["to"] + payload["cc"] + payload["bcc"]
         return OutboundEmail(
             org=org,

@@ -102,6 +102,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 EMAIL_BACKEND = "django_mailapi.backend.EmailBackend"
 MAILAPI = {
+    # Worker processes for another provider's end-to-end tests set MAILAPI_TEST_PROVIDER.
+    "PROVIDER": os.environ.get("MAILAPI_TEST_PROVIDER", "resend"),
     "API_KEY": "re_test_not_a_real_key_4f8a",
     "BASE_URL": os.environ.get("MAILAPI_BASE_URL", "http://127.0.0.1:9"),
     # One queue per test run, so parallel runs and stale messages never meet.

@@ -12,6 +12,9 @@ from .base import Provider
 
 BUILTIN: dict[str, str] = {
     "resend": "django_mailapi.providers.resend.ResendProvider",
+    "sendr": "django_mailapi.providers.sendr.SendrProvider",
+    "emitlo": "django_mailapi.providers.emitlo.EmitloProvider",
+    "generic": "django_mailapi.providers.generic.GenericProvider",
 }
 
 _local = threading.local()

@@ -34,6 +34,13 @@ Optionally override ``validate(message)`` to refuse, before any request, what th
 API would refuse (sizes, recipient counts); raise ``self.local_error(code, text)``
 with a code from the "mailapi" catalog.
 
+APIs that take exactly one recipient per call set ``one_recipient_per_message = True``
+and may override the class method ``split(message) -> [message, ...]``. The backend
+calls ``split`` when it writes the outbox, so each recipient becomes its own row: sent,
+retried, counted against the quota and shown in the admin on its own. ``split`` runs in
+the web process, before any API key or base URL is known, so it must be pure shape
+work on the message dict.
+
 The message dict (JSON-safe, every key always present)::
 
     {"from": "Name <a@example.com>", "to": [...], "cc": [...], "bcc": [...],
@@ -54,6 +61,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import mimetypes
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -106,6 +114,9 @@ class Provider:
     max_recipients: ClassVar[int | None] = None
     #: Largest message we let through, in bytes of JSON body; None = no local check.
     max_message_bytes: ClassVar[int | None] = None
+    #: True when the API takes a single recipient per call: the backend then writes one
+    #: outbox row per message that ``split`` returns.
+    one_recipient_per_message: ClassVar[bool] = False
 
     def __init__(self, *, api_key: str, base_url: str | None = None, timeout: float = 10.0):
         base = base_url or self.default_base_url
@@ -147,6 +158,27 @@ class Provider:
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"}
+
+    @classmethod
+    def split(cls, message: dict[str, Any]) -> list[dict[str, Any]]:
+        """The messages to store for ``message``: itself, unless the API needs it split.
+
+        With ``one_recipient_per_message``, the default gives each distinct address of
+        to, cc and bcc (compared without case) its own copy, addressed to it alone in
+        ``to``. Cc and bcc lists are therefore not shown to anyone, which is what
+        one-recipient APIs do anyway; override this to refuse cc or bcc instead.
+        """
+        if not cls.one_recipient_per_message:
+            return [message]
+        seen: set[str] = set()
+        parts: list[dict[str, Any]] = []
+        for address in (*message["to"], *message["cc"], *message["bcc"]):
+            bare = email.utils.parseaddr(address)[1].lower()
+            if bare in seen:
+                continue
+            seen.add(bare)
+            parts.append({**message, "to": [address], "cc": [], "bcc": []})
+        return parts
 
     # --- provided --------------------------------------------------------------------
     def send(self, message: dict[str, Any], idempotency_key: str) -> str:
@@ -204,6 +236,36 @@ class Provider:
             retry_after=retry_after(response.headers),
             request_id=response.headers.get("x-request-id", ""),
         )
+
+
+def attachment_filename(attachment: Mapping[str, Any], index: int) -> str:
+    """The attachment's filename, or a made-up one for APIs that require a name.
+
+    Django allows a ``MIMEBase`` attachment without a filename; APIs such as Sendr and
+    Emitlo reject one, so it becomes ``attachment-<n><extension of its type>``.
+    """
+    filename = attachment.get("filename")
+    if filename:
+        return str(filename)
+    extension = mimetypes.guess_extension(str(attachment.get("content_type") or "")) or ".bin"
+    return f"attachment-{index + 1}{extension}"
+
+
+def error_object(body: Any) -> dict[str, Any] | None:
+    """The error object of a JSON error body, or None if it has no string ``code``.
+
+    Reads both envelopes that APIs in this family use: flat
+    ``{"code": ..., "message": ..., ...}`` and nested ``{"error": {"code": ..., ...}}``
+    (the nested one wins when a body somehow has both).
+    """
+    if not isinstance(body, dict):
+        return None
+    inner = body.get("error")
+    if isinstance(inner, dict) and isinstance(inner.get("code"), str) and inner["code"]:
+        return inner
+    if isinstance(body.get("code"), str) and body["code"]:
+        return body
+    return None
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

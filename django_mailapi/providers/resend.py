@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from ..exceptions import SendError
 from .base import ApiRequest, ApiResponse, Provider, retry_after
@@ -10,9 +10,10 @@ from .base import ApiRequest, ApiResponse, Provider, retry_after
 
 class ResendProvider(Provider):
     name = "resend"
-    default_base_url = "https://api.resend.com"
-    max_recipients = 50  # the API's documented cap on `to`; we apply it to all three
-    max_message_bytes = 40 * 1024 * 1024  # after base64, as Resend counts
+    # Annotated as in the base class, so subclasses (GenericProvider) may set None.
+    default_base_url: ClassVar[str | None] = "https://api.resend.com"
+    max_recipients: ClassVar[int | None] = 50  # the documented cap on `to`; applied to all 3
+    max_message_bytes: ClassVar[int | None] = 40 * 1024 * 1024  # after base64, as Resend counts
 
     def validate(self, message: dict[str, Any]) -> None:
         super().validate(message)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from django_mailapi.sandbox.dialects import DIALECTS
 from django_mailapi.sandbox.server import run
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m django_mailapi.sandbox",
-        description="Run the sandbox email provider (Resend wire format) on loopback.",
+        description="Run the sandbox email provider on loopback.",
     )
     add_arguments(parser)
     return parser
@@ -19,6 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options shared with ``manage.py mailapi_sandbox``."""
+    parser.add_argument(
+        "--provider",
+        choices=list(DIALECTS),
+        default="resend",
+        help="Whose wire format to speak (default: resend).",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="Loopback address to bind.")
     parser.add_argument("--port", type=int, default=8025, help="Port (0 picks a free one).")
     parser.add_argument(
@@ -52,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             seed=args.seed,
             api_key=args.api_key,
             verbose=args.verbose,
+            provider=args.provider,
         )
     except (ValueError, OSError) as error:
         parser.error(str(error))

@@ -17,20 +17,30 @@ Plain Python on purpose: no Django import anywhere in this package's server side
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Protocol
 
 from django_mailapi.errors.base import Catalog
+from django_mailapi.errors.emitlo import CATALOG as EMITLO_CATALOG
+from django_mailapi.errors.generic import CATALOG as GENERIC_CATALOG
 from django_mailapi.errors.resend import CATALOG as RESEND_CATALOG
+from django_mailapi.errors.sendr import CATALOG as SENDR_CATALOG
 
 __all__ = [
+    "DIALECTS",
     "Dialect",
     "DialectError",
+    "EmitloDialect",
+    "GenericDialect",
     "Problem",
     "Reply",
     "ResendDialect",
+    "SendrDialect",
+    "dialect_for",
     "parse_address",
 ]
 
@@ -91,6 +101,8 @@ class Dialect(Protocol):
     batch_path: str
     #: Advertised in ``ratelimit-limit`` on 429s the sandbox did not rate limit itself.
     advertised_rate_limit: int
+    #: Put before the UUID of every email id the server makes up (``"em_"`` for Sendr).
+    id_prefix: str
 
     def problem(self, problem: Problem, detail: str | None = None) -> Reply:
         """The error reply for a situation the server detected."""
@@ -124,7 +136,9 @@ class Dialect(Protocol):
         """Every bare recipient address, so the server can spot the magic ones."""
         ...
 
-    def sent(self, email_id: str) -> Reply: ...
+    def sent(self, email_id: str, payload: Mapping[str, Any] | None = None) -> Reply:
+        """The success reply for one stored email (``payload`` as validated)."""
+        ...
 
     def batch_sent(
         self, email_ids: list[str], errors: list[tuple[int, str]], *, permissive: bool
@@ -177,6 +191,8 @@ class ResendDialect:
     max_recipients = 50
     max_batch = 100
     max_idempotency_key = 256
+    #: Prefix of the email ids the server makes up (Resend's ids are bare UUIDs).
+    id_prefix = ""
     #: Resend's documented default rate (req/s); advertised on 429s when the sandbox
     #: itself does not rate limit (a magic ``rate_limit_exceeded@`` address).
     advertised_rate_limit = 5
@@ -391,7 +407,7 @@ class ResendDialect:
 
     # -- success bodies -------------------------------------------------------------
 
-    def sent(self, email_id: str) -> Reply:
+    def sent(self, email_id: str, payload: Mapping[str, Any] | None = None) -> Reply:
         return Reply(200, {"id": email_id})
 
     def batch_sent(
@@ -436,3 +452,419 @@ class ResendDialect:
                 _missing(attachment.get("content")) and _missing(attachment.get("path"))
             ):
                 raise DialectError(self.error("invalid_attachment", 422))
+
+
+# -- the other built-in APIs ----------------------------------------------------------------
+
+
+def _bearer(headers: Mapping[str, str]) -> str | None:
+    scheme, _, key = headers.get("authorization", "").strip().partition(" ")
+    key = key.strip()
+    return key if scheme.lower() == "bearer" and key else None
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class _EnvelopeDialect(ResendDialect):
+    """Resend's request handling with another API's error envelope and wording.
+
+    Subclasses set ``_PROBLEMS`` in their own catalog's codes, ``_RENAMED`` for the
+    codes Resend's validation uses that their API calls something else, and write
+    :meth:`envelope`. They do not insist on a User-Agent, which only Resend is said to.
+    """
+
+    _RENAMED: Mapping[str, str] = {}
+
+    def envelope(self, status: int, code: str, message: str, details: Any) -> Reply:
+        raise NotImplementedError
+
+    def error(
+        self,
+        code: str,
+        status: int | None = None,
+        message: str | None = None,
+        details: Any = None,
+    ) -> Reply:
+        code = self._RENAMED.get(code, code)
+        plain = super().error(code, status, message)
+        return self.envelope(plain.status, code, plain.body["message"], details)
+
+    def authenticate(self, headers: Mapping[str, str], expected_key: str | None) -> str:
+        key = _bearer(headers)
+        if key is None:
+            raise DialectError(self.problem(Problem.MISSING_API_KEY))
+        if expected_key is not None and key != expected_key:
+            raise DialectError(self.problem(Problem.INVALID_API_KEY))
+        return key
+
+    def error_message(self, reply: Reply) -> str:
+        body: dict[str, Any] = reply.body if isinstance(reply.body, dict) else {}
+        nested = body.get("error")
+        inner: dict[str, Any] = nested if isinstance(nested, dict) else body
+        message = inner.get("message")
+        return message if isinstance(message, str) else f"HTTP {reply.status}"
+
+
+class SendrDialect(_EnvelopeDialect):
+    """Sendr: ``POST /emails`` and ``POST /emails/batch`` under the base URL.
+
+    Requests are checked against the send-email schema of Sendr's OpenAPI spec
+    (``to`` bare addresses, ``reply_to`` one string, ``X-*`` headers only, HTML 5 MB
+    and text 1 MB). Errors use the flat envelope of Sendr's error page
+    (``{"statusCode", "code", "message", "details"}``), or with ``envelope="nested"``
+    the spec's ``{"error": {"code", "message", "details"}}``. A batch is
+    ``{"emails": [...]}`` whose top-level ``from`` and ``subject`` fill in for items that
+    lack them; it always answers item by item (``errors: [{index, error}]``).
+    Idempotency keys come in the ``idempotency-key`` header. Email ids start ``em_``.
+    """
+
+    name = "sendr"
+    send_path = "/emails"
+    batch_path = "/emails/batch"
+    max_to = 50
+    max_batch = 100
+    max_html = 5 * 1024 * 1024
+    max_text = 1024 * 1024
+    id_prefix = "em_"
+    #: 100 requests per 10 seconds per key.
+    advertised_rate_limit = 10
+
+    _PROBLEMS: Mapping[Problem, tuple[str, int]] = {
+        Problem.MISSING_API_KEY: ("unauthorized", 401),
+        Problem.INVALID_API_KEY: ("unauthorized", 401),
+        Problem.MISSING_USER_AGENT: ("unauthorized", 401),
+        Problem.NOT_FOUND: ("not_found", 404),
+        Problem.METHOD_NOT_ALLOWED: ("method_not_allowed", 405),
+        Problem.INVALID_JSON: ("validation_error", 422),
+        Problem.INVALID_REQUEST: ("validation_error", 422),
+        Problem.RATE_LIMITED: ("rate_limited", 429),
+        Problem.INTERNAL_ERROR: ("internal_error", 500),
+        Problem.FLAKY: ("internal_error", 500),
+        Problem.INVALID_IDEMPOTENCY_KEY: ("validation_error", 422),
+        # Sendr documents no idempotency conflicts; these are the sandbox's wording.
+        Problem.IDEMPOTENCY_MISMATCH: ("idempotency_key_reused", 409),
+        Problem.IDEMPOTENCY_IN_PROGRESS: ("idempotency_key_in_use", 409),
+        Problem.UNKNOWN_MAGIC_CODE: ("validation_error", 422),
+    }
+    _DEFAULT_DETAILS: Mapping[Problem, str] = {
+        Problem.INVALID_JSON: "The request body must be valid JSON.",
+        Problem.INVALID_REQUEST: "Request validation failed",
+        Problem.INVALID_IDEMPOTENCY_KEY: "The idempotency-key header must be 1-256 characters.",
+    }
+    _RENAMED: Mapping[str, str] = {
+        "missing_required_field": "validation_error",
+        "invalid_from_address": "validation_error",
+        "invalid_attachment": "validation_error",
+    }
+
+    def __init__(self, catalog: Catalog | None = None, *, envelope: str = "flat") -> None:
+        if envelope not in ("flat", "nested"):
+            raise ValueError(f"envelope must be 'flat' or 'nested', not {envelope!r}")
+        super().__init__(catalog if catalog is not None else SENDR_CATALOG)
+        self.envelope_style = envelope
+
+    def envelope(self, status: int, code: str, message: str, details: Any) -> Reply:
+        if self.envelope_style == "nested":
+            inner: dict[str, Any] = {"code": code, "message": message}
+            if details:
+                inner["details"] = details
+            return Reply(status, {"error": inner})
+        return Reply(
+            status,
+            {"statusCode": status, "code": code, "message": message, "details": details or {}},
+        )
+
+    def batch_permissive(self, headers: Mapping[str, str]) -> bool:
+        return True
+
+    def split_batch(self, body: object) -> list[object]:
+        emails = body.get("emails") if isinstance(body, dict) else None
+        if not isinstance(emails, list) or not 1 <= len(emails) <= self.max_batch:
+            raise DialectError(
+                self._fields([("/emails", f"Expected an array of 1 to {self.max_batch} emails")])
+            )
+        assert isinstance(body, dict)
+        defaults = {k: body[k] for k in ("from", "subject") if k in body}
+        return [{**defaults, **item} if isinstance(item, dict) else item for item in emails]
+
+    def validate_email(self, payload: object, *, in_batch: bool = False) -> dict[str, Any]:
+        if not isinstance(payload, dict):
+            raise DialectError(self._fields([("", "Expected object")]))
+        problems: list[tuple[str, str]] = []
+        if parse_address(payload.get("from")) is None:
+            problems.append(("/from", "Expected 'Name <email@example.com>' or an email address"))
+        to = payload.get("to")
+        if _missing(to) or any(
+            not isinstance(a, str) or not _BARE_RE.match(a) for a in _as_list(to)
+        ):
+            problems.append(("/to", "Expected email address or array of email addresses"))
+        elif len(_as_list(to)) > self.max_to:
+            problems.append(("/to", f"Expected at most {self.max_to} addresses"))
+        for name in ("cc", "bcc"):
+            if name in payload and any(parse_address(a) is None for a in _as_list(payload[name])):
+                problems.append((f"/{name}", "Expected string or array of strings"))
+        if "reply_to" in payload and parse_address(payload["reply_to"]) is None:
+            problems.append(("/reply_to", "Expected string"))
+        templated = "template_id" in payload
+        subject = payload.get("subject")
+        if not templated and (not isinstance(subject, str) or not subject):
+            problems.append(("/subject", "Required"))
+        for name, limit in (("html", self.max_html), ("text", self.max_text)):
+            value = payload.get(name)
+            if value is not None and (not isinstance(value, str) or len(value) > limit):
+                problems.append((f"/{name}", f"Expected string of at most {limit} characters"))
+        if not templated and payload.get("html") is None and payload.get("text") is None:
+            problems.append(("/html", "Either html or text is required"))
+        headers = payload.get("headers")
+        if headers is not None:
+            if in_batch:
+                problems.append(("/headers", "Not allowed in a batch"))
+            elif not isinstance(headers, dict):
+                problems.append(("/headers", "Expected object"))
+            else:
+                for header, value in headers.items():
+                    if not re.match(r"^X-[a-zA-Z0-9-]+$", header) or not isinstance(value, str):
+                        problems.append((f"/headers/{header}", "Only X-* headers are accepted"))
+        attachments = payload.get("attachments")
+        if attachments is not None:
+            if not isinstance(attachments, list):
+                problems.append(("/attachments", "Expected array"))
+            else:
+                for i, item in enumerate(attachments):
+                    for field_name in ("filename", "content"):
+                        if not isinstance(item, dict) or not isinstance(item.get(field_name), str):
+                            problems.append((f"/attachments/{i}/{field_name}", "Required"))
+        if problems:
+            raise DialectError(self._fields(problems))
+        return payload
+
+    def _fields(self, problems: list[tuple[str, str]]) -> Reply:
+        details = {"errors": [{"path": path, "message": text} for path, text in problems]}
+        return self.error("validation_error", 422, "Request validation failed", details)
+
+    def sent(self, email_id: str, payload: Mapping[str, Any] | None = None) -> Reply:
+        payload = payload or {}
+        return Reply(
+            200,
+            {
+                "id": email_id,
+                "from": payload.get("from", ""),
+                "to": [str(a) for a in _as_list(payload.get("to", []))],
+                "subject": payload.get("subject", ""),
+                "status": "queued",
+                "created_at": _now_iso(),
+            },
+        )
+
+    def batch_sent(
+        self, email_ids: list[str], errors: list[tuple[int, str]], *, permissive: bool
+    ) -> Reply:
+        body: dict[str, Any] = {"data": [{"id": i, "status": "queued"} for i in email_ids]}
+        if errors:
+            body["errors"] = [{"index": index, "error": message} for index, message in errors]
+        return Reply(200, body)
+
+
+class GenericDialect(_EnvelopeDialect):
+    """The generic API (seed 003): Resend's requests, its own error envelope.
+
+    Errors are ``{"code", "message", "details", "request_id"}``, and the request id is
+    also sent as ``X-Request-Id``. Everything else (paths, validation, batch, 24-hour
+    idempotency keys) is Resend's, as the ``generic`` provider sends by default.
+    """
+
+    name = "generic"
+    #: The seed page gives no rate; 10 is a placeholder for 429 headers.
+    advertised_rate_limit = 10
+
+    _PROBLEMS: Mapping[Problem, tuple[str, int]] = {
+        Problem.MISSING_API_KEY: ("missing_api_key", 401),
+        Problem.INVALID_API_KEY: ("invalid_api_key", 401),
+        Problem.MISSING_USER_AGENT: ("invalid_request", 400),
+        Problem.NOT_FOUND: ("resource_not_found", 404),
+        Problem.METHOD_NOT_ALLOWED: ("method_not_allowed", 405),
+        Problem.INVALID_JSON: ("invalid_request", 400),
+        Problem.INVALID_REQUEST: ("validation_error", 422),
+        Problem.RATE_LIMITED: ("rate_limit_exceeded", 429),
+        Problem.INTERNAL_ERROR: ("internal_error", 500),
+        Problem.FLAKY: ("service_unavailable", 503),
+        Problem.INVALID_IDEMPOTENCY_KEY: ("invalid_request", 400),
+        Problem.IDEMPOTENCY_MISMATCH: ("resource_conflict", 409),
+        Problem.IDEMPOTENCY_IN_PROGRESS: ("resource_conflict", 409),
+        Problem.UNKNOWN_MAGIC_CODE: ("validation_error", 422),
+    }
+    _DEFAULT_DETAILS: Mapping[Problem, str] = {
+        Problem.INVALID_JSON: "Request is malformed or unparseable",
+        Problem.INVALID_REQUEST: "One or more fields failed validation",
+    }
+    _RENAMED: Mapping[str, str] = {
+        "invalid_from_address": "validation_error",
+        "invalid_attachment": "validation_error",
+    }
+
+    def __init__(self, catalog: Catalog | None = None) -> None:
+        super().__init__(catalog if catalog is not None else GENERIC_CATALOG)
+
+    def envelope(self, status: int, code: str, message: str, details: Any) -> Reply:
+        request_id = f"req_{uuid.uuid4().hex[:20]}"
+        body = {
+            "code": code,
+            "message": message,
+            "details": details if details is not None else [],
+            "request_id": request_id,
+        }
+        return Reply(status, body, {"x-request-id": request_id})
+
+
+class EmitloDialect(_EnvelopeDialect):
+    """Emitlo: ``POST /messages``, one recipient per message, answers 202.
+
+    The body is ``from_email``, ``from_name``, ``to_email``, ``to_name``, ``subject``
+    (at most 998 characters), ``body`` (HTML), ``reply_to`` and ``attachments[{filename,
+    content, content_type}]``. Errors are ``{"status": "error", "error": {"code",
+    "message", "details"}}`` with upper-case codes and Laravel-style details
+    (``{"field": ["problem", ...]}``); a magic address's code is matched without case
+    (``validation_error@fail.sandbox.test`` answers ``VALIDATION_ERROR``). Emitlo
+    documents no idempotency header, so keys are ignored and a repeated request is
+    stored again; its batch endpoint is not modelled (404).
+    """
+
+    name = "emitlo"
+    send_path = "/messages"
+    batch_path = "/messages/batch"
+    max_subject = 998
+    max_filename = 255
+    max_attachment = 10 * 1024 * 1024
+    max_message = 25 * 1024 * 1024
+    #: A per-minute limit in reality; 1 per second as a stand-in.
+    advertised_rate_limit = 1
+
+    _PROBLEMS: Mapping[Problem, tuple[str, int]] = {
+        Problem.MISSING_API_KEY: ("UNAUTHENTICATED", 401),
+        Problem.INVALID_API_KEY: ("UNAUTHENTICATED", 401),
+        Problem.MISSING_USER_AGENT: ("UNAUTHENTICATED", 401),
+        Problem.NOT_FOUND: ("NOT_FOUND", 404),
+        Problem.METHOD_NOT_ALLOWED: ("METHOD_NOT_ALLOWED", 405),
+        Problem.INVALID_JSON: ("VALIDATION_ERROR", 422),
+        Problem.INVALID_REQUEST: ("VALIDATION_ERROR", 422),
+        Problem.RATE_LIMITED: ("RATE_LIMITED", 429),
+        Problem.INTERNAL_ERROR: ("INTERNAL_ERROR", 500),
+        Problem.FLAKY: ("INTERNAL_ERROR", 500),
+        Problem.INVALID_IDEMPOTENCY_KEY: ("VALIDATION_ERROR", 422),
+        Problem.IDEMPOTENCY_MISMATCH: ("CONFLICT", 409),
+        Problem.IDEMPOTENCY_IN_PROGRESS: ("CONFLICT", 409),
+        Problem.UNKNOWN_MAGIC_CODE: ("VALIDATION_ERROR", 422),
+    }
+    _DEFAULT_DETAILS: Mapping[Problem, str] = {
+        Problem.NOT_FOUND: "The requested resource does not exist.",
+        Problem.INVALID_JSON: "The request body must be valid JSON.",
+        Problem.INVALID_REQUEST: "The given data was invalid.",
+    }
+
+    def __init__(self, catalog: Catalog | None = None) -> None:
+        super().__init__(catalog if catalog is not None else EMITLO_CATALOG)
+
+    def envelope(self, status: int, code: str, message: str, details: Any) -> Reply:
+        error: dict[str, Any] = {"code": code, "message": message}
+        if details:
+            error["details"] = details
+        return Reply(status, {"status": "error", "error": error})
+
+    def catalog_error(self, code: str, status: int | None = None) -> Reply:
+        return super().catalog_error(code.upper(), status)
+
+    def idempotency_key(self, headers: Mapping[str, str]) -> str | None:
+        return None
+
+    def batch_permissive(self, headers: Mapping[str, str]) -> bool:
+        return False
+
+    def split_batch(self, body: object) -> list[object]:
+        raise DialectError(
+            self.problem(Problem.NOT_FOUND, "The sandbox does not model Emitlo's batch endpoint.")
+        )
+
+    def validate_email(self, payload: object, *, in_batch: bool = False) -> dict[str, Any]:
+        if not isinstance(payload, dict):
+            raise DialectError(self._fields({"body": ["The request body must be an object."]}))
+        problems: dict[str, list[str]] = {}
+
+        def bad(field_name: str, text: str) -> None:
+            problems.setdefault(field_name, []).append(text)
+
+        for name in ("from_email", "to_email", "subject", "body"):
+            if _missing(payload.get(name)):
+                bad(name, f"The {name} field is required.")
+        for name in ("from_email", "to_email", "reply_to"):
+            value = payload.get(name)
+            if not _missing(value) and (not isinstance(value, str) or not _BARE_RE.match(value)):
+                bad(name, f"The {name} must be a valid email address.")
+        subject = payload.get("subject")
+        if isinstance(subject, str) and len(subject) > self.max_subject:
+            bad("subject", f"The subject may not be greater than {self.max_subject} characters.")
+        for name in ("subject", "body", "from_name", "to_name"):
+            value = payload.get(name)
+            if value is not None and not isinstance(value, str):
+                bad(name, f"The {name} must be a string.")
+        attachments = payload.get("attachments")
+        total = len(str(payload.get("body") or "").encode("utf-8"))
+        if attachments is not None and not isinstance(attachments, list):
+            bad("attachments", "The attachments must be an array.")
+        for i, item in enumerate(attachments if isinstance(attachments, list) else []):
+            item = item if isinstance(item, dict) else {}
+            for name in ("filename", "content", "content_type"):
+                if _missing(item.get(name)) or not isinstance(item.get(name), str):
+                    bad(f"attachments.{i}.{name}", f"The attachments.{i}.{name} field is required.")
+            filename = item.get("filename")
+            if isinstance(filename, str) and len(filename) > self.max_filename:
+                bad(
+                    f"attachments.{i}.filename",
+                    f"The attachments.{i}.filename may not be greater than "
+                    f"{self.max_filename} characters.",
+                )
+            size = len(str(item.get("content") or "")) * 3 // 4
+            if size > self.max_attachment:
+                raise DialectError(
+                    self.error(
+                        "ATTACHMENT_TOO_LARGE",
+                        422,
+                        f'Attachment "{filename}" exceeds the maximum size of 10 MB.',
+                    )
+                )
+            total += size
+        if problems:
+            raise DialectError(self._fields(problems))
+        if total > self.max_message:
+            raise DialectError(self.error("MESSAGE_TOO_LARGE", 422))
+        return payload
+
+    def _fields(self, problems: dict[str, list[str]]) -> Reply:
+        first = next(iter(problems.values()))[0]
+        return self.error("VALIDATION_ERROR", 422, first, problems)
+
+    def recipients(self, payload: Mapping[str, Any]) -> list[str]:
+        address = parse_address(payload.get("to_email"))
+        return [address] if address is not None else []
+
+    def sent(self, email_id: str, payload: Mapping[str, Any] | None = None) -> Reply:
+        return Reply(202, {"status": "success", "data": {"message_id": email_id}})
+
+
+#: The dialect of each built-in provider, by provider name.
+DIALECTS: dict[str, type[ResendDialect]] = {
+    "resend": ResendDialect,
+    "sendr": SendrDialect,
+    "emitlo": EmitloDialect,
+    "generic": GenericDialect,
+}
+
+
+def dialect_for(provider: str | None) -> Dialect:
+    """A fresh dialect for a built-in provider name (``None`` means Resend)."""
+    name = provider or "resend"
+    try:
+        return DIALECTS[name]()
+    except KeyError:
+        raise ValueError(f"The sandbox speaks {', '.join(DIALECTS)}; not {name!r}.") from None

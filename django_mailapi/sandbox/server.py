@@ -43,7 +43,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-from django_mailapi.sandbox.dialects import Dialect, DialectError, Problem, Reply, ResendDialect
+from django_mailapi.sandbox.dialects import Dialect, DialectError, Problem, Reply, dialect_for
 
 __all__ = ["FAIL_DOMAIN", "SandboxServer", "run"]
 
@@ -220,13 +220,15 @@ class SandboxServer:
         seed: int | None = None,
         api_key: str | None = None,
         dialect: Dialect | None = None,
+        provider: str | None = None,
         verbose: bool = False,
     ) -> None:
         self.host = _loopback_host(host)
         self.port = port
         self.seed = seed
         self.api_key = api_key
-        self.dialect: Dialect = dialect if dialect is not None else ResendDialect()
+        # ``provider`` names a built-in dialect ("resend", "sendr", ...); ``dialect`` wins.
+        self.dialect: Dialect = dialect if dialect is not None else dialect_for(provider)
         self.verbose = verbose
         self.rate_limit = rate_limit
         self.fail_rate = fail_rate
@@ -470,7 +472,7 @@ class SandboxServer:
         if self._still_flaky(context, [magic]):
             return self.dialect.problem(Problem.FLAKY)
         (email_id,) = self._store(context, [payload], batch=False)
-        return self.dialect.sent(email_id)
+        return self.dialect.sent(email_id, payload)
 
     def _send_batch(self, context: _SendContext, data: object, *, permissive: bool) -> Reply:
         dialect = self.dialect
@@ -612,7 +614,7 @@ class SandboxServer:
         }
         records: list[dict[str, Any]] = [
             {
-                "id": str(uuid.uuid4()),
+                "id": f"{self.dialect.id_prefix}{uuid.uuid4()}",
                 "idempotency_key": context.idempotency_key,
                 "received_at": received_at,
                 "payload": copy.deepcopy(payload),
@@ -835,6 +837,7 @@ def run(
     api_key: str | None = None,
     verbose: bool = False,
     announce: Callable[[str], None] = _print_line,
+    provider: str = "resend",
 ) -> None:
     """Serve until Ctrl-C, announcing the URL in one line (the CLI and the command)."""
     sandbox = SandboxServer(
@@ -844,6 +847,7 @@ def run(
         fail_rate=fail_rate,
         seed=seed,
         api_key=api_key,
+        provider=provider,
         verbose=verbose,
     ).start()
     announce(f"Sandbox provider ({sandbox.dialect.name}) listening on {sandbox.url}")

@@ -15,7 +15,7 @@ from django_mailapi.sandbox.__main__ import add_arguments
 
 
 class Command(BaseCommand):
-    help = "Run the sandbox email provider (Resend wire format) on loopback until Ctrl-C."
+    help = "Run the sandbox email provider on loopback until Ctrl-C."
     # The sandbox needs none of django-mailapi's settings, so it runs before they are set.
     requires_system_checks: list[str] = []
 
@@ -33,6 +33,7 @@ class Command(BaseCommand):
                 api_key=options["api_key"],
                 verbose=options["verbosity"] >= 2,
                 announce=self._announce,
+                provider=options["provider"],
             )
         except (ValueError, OSError) as error:
             raise CommandError(str(error)) from error

@@ -1,0 +1,234 @@
+"""Sendr (docs.sendr.dev; the "Sendry API" OpenAPI spec 2.5.0). Wire facts in the README.
+
+One email is ``POST {base}/emails`` with a Resend-like body; a batch of up to 100 is
+``POST {base}/emails/batch`` with ``{"emails": [...]}``. What differs from Resend, and
+what this module therefore checks before any request:
+
+* ``reply_to`` is a single string, so a message with several reply-to addresses is
+  refused (``UnsupportedFeature``).
+* ``headers`` accepts ``X-*`` names only; any other custom header is refused by name.
+* ``to`` is typed ``format: email`` (bare addresses), so display names in ``to`` are
+  dropped; ``from``, ``cc`` and ``bcc`` keep them.
+* Every attachment needs a ``filename``; one without gets a made-up name.
+* The HTML body may be 5 MB and the text body 1 MB (``maxLength`` in the spec, so
+  counted in characters), about 40 MB in all; ``to`` takes at most 50 addresses.
+
+Errors come in two envelopes, depending on which Sendr source you believe: the docs
+page shows a flat ``{"statusCode", "code", "message", "details"}`` and the spec and SDK
+a nested ``{"error": {"code", "message", "details"?, "retry_after"?}}``. Both are read.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from typing import Any
+
+from ..exceptions import SendError, UnsupportedFeature
+from .base import (
+    ApiRequest,
+    ApiResponse,
+    Provider,
+    attachment_filename,
+    error_object,
+    retry_after,
+)
+
+_X_HEADER = re.compile(r"^[Xx]-[A-Za-z0-9-]+$")
+MB = 1024 * 1024
+
+
+class SendrProvider(Provider):
+    name = "sendr"
+    default_base_url = "https://api.sendr.dev/v1"
+    #: Documented for ``to`` only ("up to 50"); cc and bcc have no documented cap.
+    max_to = 50
+    max_html_chars = 5 * MB
+    max_text_chars = 1 * MB
+    #: "typically 40 MB (including attachments)" says the docs page; base64 counted.
+    max_message_bytes = 40 * MB
+    max_batch = 100
+
+    # --- checks ------------------------------------------------------------------------
+    def validate(self, message: dict[str, Any]) -> None:
+        super().validate(message)
+        if len(message["to"]) > self.max_to:
+            raise self.local_error(
+                "too_many_recipients",
+                f"{len(message['to'])} addresses in to; Sendr accepts at most "
+                f"{self.max_to} per email.",
+            )
+        html = message.get("html") or ""
+        text = message.get("text") or ""
+        if len(html) > self.max_html_chars:
+            raise self.local_error(
+                "message_too_large",
+                f"The HTML body is {len(html) / MB:.1f} MB; Sendr accepts at most 5 MB of HTML.",
+            )
+        if len(text) > self.max_text_chars:
+            raise self.local_error(
+                "message_too_large",
+                f"The text body is {len(text) / MB:.1f} MB; Sendr accepts at most 1 MB of text.",
+            )
+        size = len(html) + len(text) + sum(len(a["content"]) for a in message["attachments"])
+        if size > self.max_message_bytes:
+            raise self.local_error(
+                "message_too_large",
+                f"The email is {size / MB:.1f} MB after base64; Sendr accepts about 40 MB "
+                "in all, attachments included.",
+            )
+
+    # --- request -----------------------------------------------------------------------
+    def wire_body(self, message: dict[str, Any], *, in_batch: bool = False) -> dict[str, Any]:
+        """The send-email request body (or one ``emails[]`` item of a batch)."""
+        body: dict[str, Any] = {
+            "from": message["from"],
+            "to": [email.utils.parseaddr(a)[1] for a in message["to"]],
+            "subject": message["subject"],
+        }
+        for key in ("cc", "bcc"):
+            if message[key]:
+                body[key] = message[key]
+        if len(message["reply_to"]) > 1:
+            raise UnsupportedFeature(
+                f"several reply-to addresses ({len(message['reply_to'])}; Sendr takes one)",
+                self.name,
+            )
+        if message["reply_to"]:
+            body["reply_to"] = message["reply_to"][0]
+        if message.get("html") is not None:
+            body["html"] = message["html"]
+        if message.get("text") is not None:
+            body["text"] = message["text"]
+        if message["headers"]:
+            body["headers"] = self._headers(message["headers"], in_batch=in_batch)
+        if message["attachments"]:
+            body["attachments"] = [_attachment(a, i) for i, a in enumerate(message["attachments"])]
+        return body
+
+    def _headers(self, headers: dict[str, str], *, in_batch: bool) -> dict[str, str]:
+        if in_batch:
+            # The batch item schema has no `headers` property at all.
+            raise UnsupportedFeature("custom headers in a batch send", self.name)
+        wire: dict[str, str] = {}
+        for name, value in headers.items():
+            if not _X_HEADER.match(name):
+                raise UnsupportedFeature(
+                    f"the custom header {name!r} (only X-* headers are accepted)", self.name
+                )
+            wire["X-" + name[2:]] = value
+        return wire
+
+    def build_request(self, message: dict[str, Any], idempotency_key: str) -> ApiRequest:
+        return ApiRequest(
+            "POST", "/emails", self.wire_body(message), {"idempotency-key": idempotency_key}
+        )
+
+    # --- answers -----------------------------------------------------------------------
+    def parse_success(self, response: ApiResponse) -> str:
+        email_id = response.json()["id"]
+        if not isinstance(email_id, str) or not email_id:
+            raise ValueError("no email id in the answer")
+        return email_id
+
+    def parse_error(self, response: ApiResponse) -> SendError:
+        body = response.json()
+        found = error_object(body)
+        if found is None:
+            return self.fallback_error(response)
+        wait = retry_after(response.headers)
+        if wait is None and isinstance(found.get("retry_after"), (int, float)):
+            wait = max(0.0, float(found["retry_after"]))
+        details = found.get("details")
+        return SendError(
+            str(found.get("message") or ""),
+            code=found["code"],
+            http_status=response.status,
+            details=details if details not in (None, {}, []) else None,
+            request_id=response.headers.get("x-request-id", ""),
+            retry_after=wait,
+        )
+
+    # --- batch (wired into the outbox separately) --------------------------------------
+    def build_batch_request(
+        self, messages: list[dict[str, Any]], idempotency_key: str
+    ) -> ApiRequest:
+        """One ``POST /emails/batch`` for up to 100 messages.
+
+        Each message is checked as a single send would be; anything a batch item cannot
+        carry (custom headers) raises ``UnsupportedFeature``. ``batch_validation`` is
+        ``permissive``, so valid items are sent and invalid ones come back in ``errors``.
+        """
+        if not 1 <= len(messages) <= self.max_batch:
+            raise ValueError(
+                f"A Sendr batch holds 1 to {self.max_batch} emails, not {len(messages)}."
+            )
+        for message in messages:
+            self.validate(message)
+        return ApiRequest(
+            "POST",
+            "/emails/batch",
+            {
+                "batch_validation": "permissive",
+                "emails": [self.wire_body(m, in_batch=True) for m in messages],
+            },
+            {"idempotency-key": idempotency_key},
+        )
+
+    def parse_batch_response(self, response: ApiResponse) -> list[str | SendError]:
+        """Per message of the batch, in order: its email id, or the ``SendError`` for it.
+
+        A non-2xx answer failed the whole batch and is raised as one ``SendError``; so
+        is a 2xx body that cannot be read (as ``invalid_response``), since nothing in it
+        says which emails went out. ``data`` lists the accepted emails in request order,
+        skipping the indexes that ``errors`` names.
+        """
+        if not 200 <= response.status < 300:
+            raise self.parse_error(response)
+        body = response.json()
+        try:
+            data = body["data"]
+            failures = body.get("errors") or []
+            by_index = {int(item["index"]): str(item.get("error") or "") for item in failures}
+            ids = [str(item["id"]) for item in data]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise SendError(
+                f"The API answered {response.status} to a batch with a body we cannot read: "
+                f"{response.text[:200]!r}",
+                code="invalid_response",
+                local=True,
+            ) from None
+        total = len(ids) + len(by_index)
+        if any(not 0 <= index < total for index in by_index):
+            raise SendError(
+                f"The batch answer names an error index outside 0..{total - 1}.",
+                code="invalid_response",
+                local=True,
+            )
+        results: list[str | SendError] = []
+        accepted = iter(ids)
+        for index in range(total):
+            if index in by_index:
+                results.append(
+                    SendError(
+                        by_index[index] or "The batch rejected this email.",
+                        code="validation_error",
+                        http_status=response.status,
+                        details={"index": index},
+                        request_id=response.headers.get("x-request-id", ""),
+                    )
+                )
+            else:
+                results.append(next(accepted))
+        return results
+
+
+def _attachment(attachment: dict[str, Any], index: int) -> dict[str, Any]:
+    wire = {
+        "filename": attachment_filename(attachment, index),
+        "content": attachment["content"],
+        "content_type": attachment["content_type"] or "application/octet-stream",
+    }
+    if attachment.get("content_id"):
+        wire["content_id"] = attachment["content_id"]
+    return wire
