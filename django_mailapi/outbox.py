@@ -32,7 +32,8 @@ from . import errors, quota, ratelimit, signals
 from .conf import MailapiSettings, get_settings
 from .exceptions import MailapiError, QuotaExceeded, SendError
 from .models import FailedSend, OutboundEmail, Status
-from .providers import BUILTIN, get_provider
+from .providers import BUILTIN, get_provider, resolve_provider_class
+from .providers.base import Provider
 
 logger = logging.getLogger("django_mailapi")
 
@@ -68,11 +69,23 @@ def process(ids: Sequence[int]) -> dict[str, int]:
     return dict(outcomes)
 
 
-def provider_for(row: OutboundEmail, conf: MailapiSettings) -> tuple[Any, str]:
+def provider_class_for(row: OutboundEmail, conf: MailapiSettings) -> type[Provider]:
+    """The configured provider class, unless the row was queued for another built-in one."""
+    configured = resolve_provider_class(conf.PROVIDER)
+    if configured.name == row.provider or row.provider not in BUILTIN:
+        return configured
+    return resolve_provider_class(row.provider)
+
+
+def provider_for(row: OutboundEmail, conf: MailapiSettings) -> tuple[Provider, str]:
     """The provider instance for the row, and the API key it sends with."""
-    name = row.provider if row.provider in BUILTIN else conf.PROVIDER
     api_key = conf.api_key_for(row.org)
-    provider = get_provider(name, api_key=api_key, base_url=conf.BASE_URL, timeout=conf.TIMEOUT)
+    provider = get_provider(
+        provider_class_for(row, conf),
+        api_key=api_key,
+        base_url=conf.BASE_URL,
+        timeout=conf.TIMEOUT,
+    )
     return provider, api_key
 
 
@@ -145,7 +158,7 @@ def backoff(attempt: int, conf: MailapiSettings) -> float:
 def record_failure(row: OutboundEmail, error: SendError, conf: MailapiSettings) -> str:
     """Write a FailedSend for this attempt and move the row on. Returns the outcome."""
     now = timezone.now()
-    source = "mailapi" if error.local else row.provider
+    source = "mailapi" if error.local else _catalog_name(row, conf)
     spec = errors.resolve(source, error.code, error.http_status, error.message)
     retry = spec.retry
     changes: dict[str, Any] = {
@@ -230,6 +243,13 @@ def record_failure(row: OutboundEmail, error: SendError, conf: MailapiSettings) 
     if will_retry and row.next_attempt_at is not None:
         schedule(row, conf, now)
     return outcome
+
+
+def _catalog_name(row: OutboundEmail, conf: MailapiSettings) -> str:
+    try:
+        return provider_class_for(row, conf).catalog or row.provider
+    except MailapiError:
+        return row.provider
 
 
 def schedule(row: OutboundEmail, conf: MailapiSettings, now: dt.datetime) -> None:

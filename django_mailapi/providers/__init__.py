@@ -51,7 +51,9 @@ def provider_name(name: Any) -> str:
     return resolve_provider_class(name).name
 
 
-def get_provider(name: str, *, api_key: str, base_url: str | None, timeout: float) -> Provider:
+def get_provider(
+    name: str | type[Provider], *, api_key: str, base_url: str | None, timeout: float
+) -> Provider:
     """A provider instance, reused per thread so its HTTP connections stay open."""
     cache: dict[tuple[Any, ...], Provider] = _local.__dict__.setdefault("providers", {})
     cls = resolve_provider_class(name)

@@ -110,6 +110,10 @@ class ApiResponse:
 class Provider:
     name: ClassVar[str] = ""
     default_base_url: ClassVar[str | None] = None
+    #: The error catalog (``django_mailapi.errors``) this API's codes are looked up in;
+    #: None = the catalog named like the provider. A provider for an API that speaks
+    #: another's error codes (say, a Resend-compatible service) names that catalog here.
+    catalog: ClassVar[str | None] = None
     #: Most recipients (to + cc + bcc) one API call accepts; None = no local check.
     max_recipients: ClassVar[int | None] = None
     #: Largest message we let through, in bytes of JSON body; None = no local check.
