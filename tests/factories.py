@@ -68,6 +68,7 @@ def fail(
     attempt: int = 1,
     will_retry: bool = False,
     request_id: str = "",
+    pk: int | None = None,
 ) -> FailedSend:
     """Record a failed attempt the way the outbox does, with the catalog's message."""
     source = email.provider if http_status is not None else "mailapi"
@@ -76,6 +77,7 @@ def fail(
     email.last_error_status = http_status
     email.save(update_fields=["last_error_code", "last_error_status"])
     return FailedSend.objects.create(
+        pk=pk,
         email=email,
         org=email.org,
         provider=email.provider,
