@@ -125,6 +125,10 @@ CACHES = {
     }
 }
 
+# Lets a test start a worker that gives up on transient errors sooner than the default.
+if os.environ.get("MAILAPI_TEST_MAX_RETRIES"):
+    MAILAPI["MAX_RETRIES"] = int(os.environ["MAILAPI_TEST_MAX_RETRIES"])
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,0 +1,1 @@
+"""Admin for OrgQuota and UsageCounter (see the quota issue)."""

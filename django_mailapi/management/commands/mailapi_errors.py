@@ -1,0 +1,69 @@
+"""``manage.py mailapi_errors``: print the error catalogs."""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from django_mailapi import errors
+from django_mailapi.management.output import (
+    Column,
+    check_choice,
+    check_format,
+    render_json,
+    render_table,
+)
+
+#: Keys of ``--format json``, in this order.
+JSON_KEYS = ("provider", "code", "http_status", "message", "suggested_action", "retry")
+
+COLUMNS = (
+    Column("provider", "PROVIDER"),
+    Column("code", "CODE"),
+    Column("http", "HTTP"),
+    Column("retry", "RETRY"),
+    Column("suggested_action", "SUGGESTED ACTION", 80),
+)
+
+
+def catalog_rows(provider: str | None = None) -> list[dict[str, Any]]:
+    """Every catalog entry (of one provider, or of all in the reference's order)."""
+    entries = errors.all_entries()
+    if provider is not None:
+        entries = [e for e in entries if e.provider == provider]
+    return [
+        {
+            "provider": e.provider,
+            "code": e.code,
+            "http_status": e.http_status,
+            "message": e.message,
+            "suggested_action": e.action,
+            "retry": e.retry.value,
+        }
+        for e in entries
+    ]
+
+
+def render(rows: list[dict[str, Any]], fmt: str) -> str:
+    if fmt == "json":
+        return render_json(rows)
+    table_rows = [
+        {**row, "http": "local" if row["http_status"] is None else row["http_status"]}
+        for row in rows
+    ]
+    return render_table(COLUMNS, table_rows)
+
+
+class Command(BaseCommand):
+    help = "Print the error catalogs: code, HTTP status, retry class and suggested action."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--provider", help=f"only this catalog ({', '.join(errors.CATALOGS)})")
+        parser.add_argument("--format", default="table", help="table (default) or json")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        fmt = check_format(options["format"])
+        provider = check_choice(options["provider"], list(errors.CATALOGS), "provider")
+        self.stdout.write(render(catalog_rows(provider), fmt))
