@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -50,7 +51,11 @@ def start_worker(worker_env: dict[str, str], tmp_path: Any, settings: Any) -> It
     """Start worker processes with MAILAPI overrides (also applied in this process)."""
     workers: list[Worker] = []
 
+    # A queue of the test's own, so the session's shared worker never takes its tasks.
+    queue = f"{settings.MAILAPI['QUEUE']}-{uuid.uuid4().hex[:8]}"
+
     def start(overrides: dict[str, Any], concurrency: int = 1, **env: str) -> Worker:
+        overrides = {"QUEUE": queue, **overrides}
         settings.MAILAPI = {**settings.MAILAPI, **overrides}
         full_env = {**worker_env, "MAILAPI_TEST_OVERRIDES": json.dumps(overrides), **env}
         worker = Worker(full_env, tmp_path / f"worker{len(workers)}.log", concurrency)
