@@ -452,3 +452,91 @@ def set_limits(
         row.updated_at = timezone.now()
         row.save(update_fields=["daily_limit", "monthly_limit", "paused", "updated_at"])
     return row
+
+
+def limit_label(own: int | None, default: int | None) -> str:
+    """How a limit reads to people: ``"5"``, ``"100 (default)"``, ``"unlimited"``."""
+    if own is not None:
+        return str(own)
+    return "unlimited" if default is None else f"{default} (default)"
+
+
+# --- reports -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OrgUsage:
+    """One org's usage against its limits on one UTC day and in that day's month."""
+
+    org: str
+    daily_limit: int | None
+    day: dt.date
+    sent_today: int
+    monthly_limit: int | None
+    month: dt.date
+    sent_this_month: int
+    paused: bool
+
+    def as_json(self) -> dict[str, Any]:
+        """The stable JSON shape of ``mailapi_usage --format json``."""
+        return {
+            "org": self.org,
+            "daily_limit": self.daily_limit,
+            "day": self.day.isoformat(),
+            "sent_today": self.sent_today,
+            "monthly_limit": self.monthly_limit,
+            "month": self.month.strftime("%Y-%m"),
+            "sent_this_month": self.sent_this_month,
+        }
+
+
+def usage_report(
+    day: dt.date, org: str | None = None, conf: MailapiSettings = mailapi_settings
+) -> list[OrgUsage]:
+    """Usage of every org with an OrgQuota row or a counter in ``day``'s month (or of ``org``)."""
+    from .models import OrgQuota, UsageCounter
+
+    month = day.replace(day=1)
+    if org is not None:
+        orgs = {org}
+    else:
+        orgs = set(OrgQuota.objects.values_list("org", flat=True))
+        orgs.update(
+            UsageCounter.objects.filter(period_start__gte=month, period_start__lt=_next(month))
+            .values_list("org", flat=True)
+            .distinct()
+        )
+    limits = limits_for_orgs(orgs, conf)
+    used = usage_for_orgs(orgs, dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc))
+    return [
+        OrgUsage(
+            org=name,
+            daily_limit=limits[name].daily,
+            day=day,
+            sent_today=used[name]["day"],
+            monthly_limit=limits[name].monthly,
+            month=month,
+            sent_this_month=used[name]["month"],
+            paused=limits[name].paused,
+        )
+        for name in sorted(orgs)
+    ]
+
+
+def _next(month: dt.date) -> dt.date:
+    return next_month(dt.datetime.combine(month, dt.time(), tzinfo=dt.timezone.utc)).date()
+
+
+def daily_series(
+    orgs: Iterable[str] | None, first: dt.date, last: dt.date
+) -> dict[str, dict[dt.date, int]]:
+    """Units sent per org per UTC day from ``first`` to ``last`` (inclusive), one query."""
+    from .models import Period, UsageCounter
+
+    rows = UsageCounter.objects.filter(
+        period=Period.DAY, period_start__gte=first, period_start__lte=last
+    )
+    if orgs is not None:
+        rows = rows.filter(org__in=list(orgs))
+    series: dict[str, dict[dt.date, int]] = {}
+    for org, start, sent in rows.values_list("org", "period_start", "units_sent"):
+        series.setdefault(org, {})[start] = sent
+    return series
