@@ -1,1 +1,151 @@
-"""Admin for OrgQuota and UsageCounter (see the quota issue)."""
+"""Admin for quotas: org limits with today's and this month's usage, counters, usage chart.
+
+Imported by ``admin.py``, which registers the other models.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+from django.utils import timezone
+from django.utils.html import format_html
+
+from . import quota, usage_chart
+from .conf import get_settings
+from .models import OrgQuota, UsageCounter
+
+#: Orgs drawn at once on the chart; the busiest win, the rest are a ``?org=`` away.
+CHART_MAX_ORGS = 12
+CHART_DAYS = 30
+
+
+def usage_bar(used: int, limit: int | None) -> str:
+    """A small horizontal bar with the numbers, in plain HTML and inline CSS."""
+    if limit is None:
+        return format_html(
+            '<span class="mailapi-usage" title="no limit">{} / unlimited</span>', used
+        )
+    share = 100.0 if limit == 0 else min(100.0, used * 100.0 / limit)
+    colour = "#2e7d32" if share < 80 else "#f9a825" if share < 100 else "#c62828"
+    return format_html(
+        '<div class="mailapi-usage" title="{}% of {}" style="display:flex;align-items:center;'
+        'gap:.5em"><div style="width:8em;height:.7em;background:#e0e0e0;border-radius:2px">'
+        '<div class="mailapi-bar" style="width:{}%;height:100%;background:{};'
+        'border-radius:2px"></div></div><span>{} / {}</span></div>',
+        f"{share:.0f}",
+        limit,
+        f"{share:.1f}",
+        colour,
+        used,
+        limit,
+    )
+
+
+class OrgQuotaChangeList(ChangeList):
+    """Loads the page's usage in one query and hangs it on each row."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        rows = list(self.result_list)
+        used = quota.usage_for_orgs([row.org for row in rows], timezone.now())
+        for row in rows:
+            row.mailapi_usage = used[row.org]
+
+
+@admin.register(OrgQuota)
+class OrgQuotaAdmin(admin.ModelAdmin):
+    list_display = ("org", "daily", "monthly", "paused", "today", "this_month")
+    list_filter = ("paused",)
+    search_fields = ("org",)
+    fields = ("org", "daily_limit", "monthly_limit", "paused")
+    change_list_template = "admin/django_mailapi/orgquota/change_list.html"
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return OrgQuotaChangeList
+
+    def save_model(self, request: HttpRequest, obj: OrgQuota, form: Any, change: bool) -> None:
+        obj.updated_at = timezone.now()
+        super().save_model(request, obj, form, change)
+
+    @admin.display(description="daily limit")
+    def daily(self, obj: OrgQuota) -> str:
+        return quota.limit_label(obj.daily_limit, get_settings().DAILY_LIMIT)
+
+    @admin.display(description="monthly limit")
+    def monthly(self, obj: OrgQuota) -> str:
+        return quota.limit_label(obj.monthly_limit, get_settings().MONTHLY_LIMIT)
+
+    def _used(self, obj: OrgQuota) -> dict[str, int]:
+        found = getattr(obj, "mailapi_usage", None)
+        return found if found is not None else quota.usage(obj.org)
+
+    @admin.display(description="today (UTC)")
+    def today(self, obj: OrgQuota) -> str:
+        limit = quota._effective(obj.daily_limit, get_settings().DAILY_LIMIT)
+        return usage_bar(self._used(obj)["day"], limit)
+
+    @admin.display(description="this month (UTC)")
+    def this_month(self, obj: OrgQuota) -> str:
+        limit = quota._effective(obj.monthly_limit, get_settings().MONTHLY_LIMIT)
+        return usage_bar(self._used(obj)["month"], limit)
+
+    def get_urls(self) -> list[URLPattern]:
+        chart = path(
+            "usage-chart/",
+            self.admin_site.admin_view(self.usage_chart_view),
+            name="django_mailapi_orgquota_usage_chart",
+        )
+        return [chart, *super().get_urls()]
+
+    def usage_chart_view(self, request: HttpRequest) -> HttpResponse:
+        """The last 30 UTC days per org against its daily limit; ``?org=`` picks one org."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        org = request.GET.get("org") or None
+        today = quota.day_start(timezone.now())
+        days = [today - dt.timedelta(days=n) for n in range(CHART_DAYS - 1, -1, -1)]
+        sent = quota.daily_series([org] if org else None, days[0], today)
+        orgs = [org] if org else sorted(sent, key=lambda o: (-sum(sent[o].values()), o))
+        shown, hidden = orgs[:CHART_MAX_ORGS], orgs[CHART_MAX_ORGS:]
+        limits = quota.limits_for_orgs(shown)
+        series = usage_chart.build_series(
+            days, {o: sent.get(o, {}) for o in shown}, {o: limits[o].daily for o in shown}
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Usage chart",
+            "opts": self.model._meta,
+            "svg": usage_chart.render(days, series),
+            "series": series,
+            "hidden": hidden,
+            "org": org,
+            "first": days[0],
+            "last": today,
+        }
+        return TemplateResponse(request, "admin/django_mailapi/orgquota/usage_chart.html", context)
+
+
+@admin.register(UsageCounter)
+class UsageCounterAdmin(admin.ModelAdmin):
+    """Counters are written by workers only: this admin shows them and changes nothing."""
+
+    list_display = ("org", "period", "period_start", "units_sent", "units_failed")
+    list_filter = ("period", "org")
+    search_fields = ("org",)
+    date_hierarchy = "period_start"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 
 from .conf import MailapiSettings, mailapi_settings
 from .exceptions import QuotaExceeded
@@ -72,9 +72,15 @@ def next_month(now: dt.datetime) -> dt.datetime:
 
 @dataclass(frozen=True)
 class Limits:
+    """An org's effective limits: its OrgQuota row's, else the MAILAPI defaults."""
+
     daily: int | None
     monthly: int | None
     paused: bool
+
+
+def _effective(value: int | None, default: int | None) -> int | None:
+    return value if value is not None else default
 
 
 def limits_for(org: str, conf: MailapiSettings = mailapi_settings) -> Limits:
@@ -84,15 +90,171 @@ def limits_for(org: str, conf: MailapiSettings = mailapi_settings) -> Limits:
     if row is None:
         return Limits(conf.DAILY_LIMIT, conf.MONTHLY_LIMIT, False)
     return Limits(
-        row["daily_limit"] if row["daily_limit"] is not None else conf.DAILY_LIMIT,
-        row["monthly_limit"] if row["monthly_limit"] is not None else conf.MONTHLY_LIMIT,
+        _effective(row["daily_limit"], conf.DAILY_LIMIT),
+        _effective(row["monthly_limit"], conf.MONTHLY_LIMIT),
         row["paused"],
     )
 
 
-def _ensure_counters(org: str, day: dt.date, month: dt.date) -> None:
+def limits_for_orgs(
+    orgs: Iterable[str], conf: MailapiSettings = mailapi_settings
+) -> dict[str, Limits]:
+    """``limits_for`` of many orgs in one query."""
+    from .models import OrgQuota
+
+    wanted = set(orgs)
+    found = {
+        q.org: Limits(
+            _effective(q.daily_limit, conf.DAILY_LIMIT),
+            _effective(q.monthly_limit, conf.MONTHLY_LIMIT),
+            q.paused,
+        )
+        for q in OrgQuota.objects.filter(org__in=wanted)
+    }
+    default = Limits(conf.DAILY_LIMIT, conf.MONTHLY_LIMIT, False)
+    return {org: found.get(org, default) for org in wanted}
+
+
+# --- reserve and release -------------------------------------------------------------------
+#
+# A reservation takes ``units`` from both the day and the month counter of an org, or from
+# neither. On PostgreSQL that is one statement (below): it reads the org's limits, creates
+# the two counter rows if they are missing and increments each one only if it stays within
+# its limit. ON CONFLICT DO UPDATE locks the counter row and evaluates its WHERE against the
+# row's latest committed version, whatever the statement's snapshot, so concurrent workers
+# can neither lose an increment nor overshoot a limit. Rows are proposed day first, then
+# month, so every reservation (and release) locks an org's counters in the same order and
+# two of them cannot deadlock.
+#
+# If one counter passes and the other does not, the one that moved is moved back by a
+# second statement in the same transaction, while its row is still locked by us: no other
+# transaction ever sees the half-booked state. That second round trip happens only when a
+# reservation is refused by exactly one of the two limits.
+
+_UNLIMITED = 2**63 - 1  # bigint max: "no limit" without NULL handling in SQL
+
+_RESERVE_SQL = """
+WITH lim AS (
+    SELECT COALESCE(q.paused, FALSE) AS paused,
+           COALESCE(q.daily_limit, %(default_daily)s, {unlimited}) AS daily,
+           COALESCE(q.monthly_limit, %(default_monthly)s, {unlimited}) AS monthly
+    FROM (SELECT 1) AS one
+    LEFT JOIN {quota} AS q ON q.org = %(org)s
+),
+booked AS (
+    INSERT INTO {counter} AS c (org, period, period_start, units_sent, units_failed)
+    SELECT %(org)s, v.period, v.period_start, %(units)s, 0
+    FROM (VALUES (1, 'day', %(day)s::date), (2, 'month', %(month)s::date))
+         AS v(rank, period, period_start)
+    CROSS JOIN lim
+    WHERE NOT lim.paused AND %(units)s <= lim.daily AND %(units)s <= lim.monthly
+    ORDER BY v.rank
+    ON CONFLICT (org, period, period_start) DO UPDATE
+        SET units_sent = c.units_sent + EXCLUDED.units_sent
+        WHERE c.units_sent + EXCLUDED.units_sent <= CASE
+            WHEN c.period = 'day' THEN (SELECT daily FROM lim)
+            ELSE (SELECT monthly FROM lim)
+        END
+    RETURNING c.id, c.period
+)
+SELECT lim.paused, lim.daily, lim.monthly, booked.id, booked.period
+FROM lim LEFT JOIN booked ON TRUE
+"""
+
+_UNBOOK_SQL = "UPDATE {counter} SET units_sent = units_sent - %s WHERE id = %s"
+
+_RELEASE_SQL = """
+INSERT INTO {counter} AS c (org, period, period_start, units_sent, units_failed)
+VALUES (%(org)s, 'day', %(day)s::date, 0, %(failed)s),
+       (%(org)s, 'month', %(month)s::date, 0, %(failed)s)
+ON CONFLICT (org, period, period_start) DO UPDATE
+    SET units_sent = GREATEST(c.units_sent - %(units)s, 0),
+        units_failed = c.units_failed + EXCLUDED.units_failed
+"""
+
+
+def _sql(template: str) -> str:
+    from django.db import connection
+
+    from .models import OrgQuota, UsageCounter
+
+    quote = connection.ops.quote_name
+    return template.format(
+        counter=quote(UsageCounter._meta.db_table),
+        quota=quote(OrgQuota._meta.db_table),
+        unlimited=_UNLIMITED,
+    )
+
+
+def _refusal(org: str, limits: Limits, failed: set[str]) -> QuotaExceeded:
+    if limits.paused:
+        return QuotaExceeded(f"Org {org!r} is paused.", code="org_paused", org=org)
+    # A full month wins: deferring to tomorrow would only be refused again.
+    if "month" in failed:
+        return QuotaExceeded(
+            f"Org {org!r} has used its monthly limit of {limits.monthly}.",
+            code="monthly_quota_exceeded",
+            org=org,
+            period="month",
+        )
+    return QuotaExceeded(
+        f"Org {org!r} has used its daily limit of {limits.daily}.",
+        code="daily_quota_exceeded",
+        org=org,
+        period="day",
+    )
+
+
+def _reserve_postgresql(
+    org: str, units: int, day: dt.date, month: dt.date, conf: MailapiSettings
+) -> QuotaExceeded | None:
+    from django.db import connection
+
+    params = {
+        "org": org,
+        "units": units,
+        "day": day,
+        "month": month,
+        "default_daily": conf.DAILY_LIMIT,
+        "default_monthly": conf.MONTHLY_LIMIT,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(_RESERVE_SQL), params)
+        rows = cursor.fetchall()
+        paused, daily, monthly = rows[0][:3]
+        booked = {period: pk for *_, pk, period in rows if pk is not None}
+        if len(booked) == 2:
+            return None
+        for pk in booked.values():  # exactly one limit refused: move the other back
+            cursor.execute(_sql(_UNBOOK_SQL), [units, pk])
+    limits = Limits(
+        None if daily == _UNLIMITED else daily, None if monthly == _UNLIMITED else monthly, paused
+    )
+    if paused or booked:
+        failed = {"day", "month"} - set(booked)
+    else:  # nothing was proposed (the units exceed a limit outright), or both refused
+        failed = {p for p in ("day", "month") if not _fits(p, units, limits)} or {"day", "month"}
+    return _refusal(org, limits, failed)
+
+
+def _fits(period: str, units: int, limits: Limits) -> bool:
+    limit = limits.daily if period == "day" else limits.monthly
+    return limit is None or units <= limit
+
+
+def _reserve_portable(
+    org: str, units: int, day: dt.date, month: dt.date, conf: MailapiSettings
+) -> QuotaExceeded | None:
+    """Any other database (SQLite): conditional UPDATEs inside the caller's transaction.
+
+    SQLite lets one writer at a time hold the database, so the first UPDATE serialises
+    every other reservation until the transaction ends.
+    """
     from .models import Period, UsageCounter
 
+    limits = limits_for(org, conf)
+    if limits.paused:
+        return _refusal(org, limits, set())
     UsageCounter.objects.bulk_create(
         [
             UsageCounter(org=org, period=Period.DAY, period_start=day),
@@ -100,6 +262,29 @@ def _ensure_counters(org: str, day: dt.date, month: dt.date) -> None:
         ],
         ignore_conflicts=True,
     )
+    booked: list[tuple[str, dt.date]] = []
+    # Month first, so that when both are full the month (the longer wait) is reported.
+    for period, start, limit in (
+        (Period.MONTH, month, limits.monthly),
+        (Period.DAY, day, limits.daily),
+    ):
+        qs = UsageCounter.objects.filter(org=org, period=period, period_start=start)
+        if limit is not None:
+            qs = qs.filter(units_sent__lte=limit - units)
+        if qs.update(units_sent=F("units_sent") + units) != 1:
+            for done_period, done_start in booked:
+                UsageCounter.objects.filter(
+                    org=org, period=done_period, period_start=done_start
+                ).update(units_sent=F("units_sent") - units)
+            return _refusal(org, limits, {str(period)})
+        booked.append((period, start))
+    return None
+
+
+def _native(using: str) -> bool:
+    from django.db import connections
+
+    return connections[using].vendor == "postgresql"
 
 
 def reserve(
@@ -107,82 +292,124 @@ def reserve(
 ) -> dt.date:
     """Take ``units`` from today's and this month's allowance, or raise QuotaExceeded.
 
-    Both counters move in one transaction, each by a conditional UPDATE, so concurrent
-    workers can neither lose an increment nor overshoot a limit. Returns the UTC day the
-    reservation is booked on (needed to release it).
+    Both counters move, or neither. Returns the UTC day the reservation is booked on
+    (``release`` needs it). The statement runs in the caller's transaction if there is
+    one (the outbox stores the reservation on the email in the same transaction), and
+    in its own otherwise. QuotaExceeded is raised after that transaction block, so a
+    refusal never marks the caller's transaction for rollback.
     """
-    from .models import Period, UsageCounter
+    from django.db import router
 
-    limits = limits_for(org, conf)
-    if limits.paused:
-        raise QuotaExceeded(f"Org {org!r} is paused.", code="org_paused", org=org)
+    from .models import UsageCounter
+
+    if units < 0:
+        raise ValueError("units must not be negative")
     day, month = day_start(now), month_start(now)
-    _ensure_counters(org, day, month)
-    with transaction.atomic():
-        for period, start, limit, code in (
-            (Period.DAY, day, limits.daily, "daily_quota_exceeded"),
-            (Period.MONTH, month, limits.monthly, "monthly_quota_exceeded"),
-        ):
-            qs = UsageCounter.objects.filter(org=org, period=period, period_start=start)
-            if limit is not None:
-                qs = qs.filter(units_sent__lte=limit - units)
-            if qs.update(units_sent=F("units_sent") + units) != 1:
-                raise QuotaExceeded(
-                    f"Org {org!r} has used its {period} limit of {limit}.",
-                    code=code,
-                    org=org,
-                    period=str(period),
-                )
+    using = router.db_for_write(UsageCounter)
+    book = _reserve_postgresql if _native(using) else _reserve_portable
+    with transaction.atomic(using=using, savepoint=False):
+        refusal = book(org, units, day, month, conf)
+    if refusal is not None:
+        raise refusal
     return day
 
 
 def release(org: str, units: int, day: dt.date, *, failed: bool) -> None:
-    """Give back a reservation made on ``day`` (the email was not sent)."""
+    """Give back a reservation made on ``day`` (the email was not sent).
+
+    ``failed=True`` (the email will not be retried) also adds the units to the
+    counters' ``units_failed``. One statement on PostgreSQL.
+    """
+    from django.db import connections, router
+    from django.db.models.functions import Greatest
+
     from .models import Period, UsageCounter
 
     if units <= 0:
         return
     month = day.replace(day=1)
-    with transaction.atomic():
+    using = router.db_for_write(UsageCounter)
+    if _native(using):
+        params = {
+            "org": org,
+            "units": units,
+            "day": day,
+            "month": month,
+            "failed": units if failed else 0,
+        }
+        with connections[using].cursor() as cursor:
+            cursor.execute(_sql(_RELEASE_SQL), params)
+        return
+    with transaction.atomic(using=using, savepoint=False):
         for period, start in ((Period.DAY, day), (Period.MONTH, month)):
-            changes: dict[str, Any] = {"units_sent": F("units_sent") - units}
+            changes: dict[str, Any] = {"units_sent": Greatest(F("units_sent") - units, 0)}
             if failed:
                 changes["units_failed"] = F("units_failed") + units
-            UsageCounter.objects.filter(
-                org=org, period=period, period_start=start, units_sent__gte=units
-            ).update(**changes)
+            UsageCounter.objects.filter(org=org, period=period, period_start=start).update(
+                **changes
+            )
+
+
+# --- reading usage -------------------------------------------------------------------------
+def usage_for_orgs(orgs: Iterable[str], now: dt.datetime) -> dict[str, dict[str, int]]:
+    """Units each of ``orgs`` used on ``now``'s UTC day and month, in one query."""
+    from .models import Period, UsageCounter
+
+    wanted = set(orgs)
+    day, month = day_start(now), month_start(now)
+    found: dict[str, dict[str, int]] = {org: {"day": 0, "month": 0} for org in wanted}
+    rows = UsageCounter.objects.filter(org__in=wanted).filter(
+        Q(period=Period.DAY, period_start=day) | Q(period=Period.MONTH, period_start=month)
+    )
+    for org, period, sent in rows.values_list("org", "period", "units_sent"):
+        found[org][str(period)] = sent
+    return found
 
 
 def usage(org: str, now: dt.datetime | None = None) -> dict[str, int]:
-    """Units ``org`` has used today and this month (UTC)."""
+    """Units ``org`` has used today and this month (UTC): ``{"day": n, "month": n}``."""
     from django.utils import timezone
 
-    from .models import Period, UsageCounter
+    return usage_for_orgs([org], now or timezone.now())[org]
 
-    now = now or timezone.now()
-    found = dict(
-        UsageCounter.objects.filter(
-            org=org,
-            period__in=[Period.DAY, Period.MONTH],
-            period_start__in=[day_start(now), month_start(now)],
-        ).values_list("period", "units_sent")
-    )
-    return {"day": found.get(Period.DAY, 0), "month": found.get(Period.MONTH, 0)}
+
+def remaining(
+    org: str, now: dt.datetime | None = None, conf: MailapiSettings = mailapi_settings
+) -> dict[str, int | None]:
+    """Units ``org`` may still send today and this month: ``{"day": n, "month": n}``.
+
+    None means unlimited; a paused org has 0 left in both periods.
+    """
+    limits = limits_for(org, conf)
+    used = usage(org, now)
+    left: dict[str, int | None] = {}
+    for period, limit in (("day", limits.daily), ("month", limits.monthly)):
+        if limits.paused:
+            left[period] = 0
+        else:
+            left[period] = None if limit is None else max(0, limit - used[period])
+    return left
 
 
 def check_enqueue(rows: Any, conf: MailapiSettings, now: dt.datetime) -> None:
-    """Raise QuotaExceeded if any org in ``rows`` is already over (CHECK_QUOTA_ON_ENQUEUE)."""
+    """Raise QuotaExceeded if any org in ``rows`` is already over (CHECK_QUOTA_ON_ENQUEUE).
+
+    A courtesy check against committed counters, not a reservation: workers still
+    reserve before sending, so a race here can only let an email reach the outbox,
+    where it is deferred as usual.
+    """
     wanted: dict[str, int] = {}
     for row in rows:
         wanted[row.org] = wanted.get(row.org, 0) + units_for(row.recipient_count, conf)
-    for org, units in wanted.items():
-        limits = limits_for(org, conf)
+    all_limits = limits_for_orgs(wanted, conf)
+    all_used = usage_for_orgs(wanted, now)
+    for org, units in sorted(wanted.items()):
+        limits, used = all_limits[org], all_used[org]
         if limits.paused:
             raise QuotaExceeded(f"Org {org!r} is paused.", code="org_paused", org=org)
-        used = usage(org, now)
         for period, limit, code in (
-            ("day", limits.daily, "daily_quota_exceeded"),
             ("month", limits.monthly, "monthly_quota_exceeded"),
+            ("day", limits.daily, "daily_quota_exceeded"),
         ):
             if limit is not None and used[period] + units > limit:
                 raise QuotaExceeded(
@@ -192,3 +419,124 @@ def check_enqueue(rows: Any, conf: MailapiSettings, now: dt.datetime) -> None:
                     org=org,
                     period=period,
                 )
+
+
+# --- managing limits -----------------------------------------------------------------------
+#: ``set_limits`` argument meaning "leave as it is".
+UNCHANGED: Any = object()
+
+
+def set_limits(
+    org: str,
+    *,
+    daily: int | None = UNCHANGED,
+    monthly: int | None = UNCHANGED,
+    paused: bool | None = None,
+) -> Any:
+    """Create or update ``org``'s OrgQuota row; None as a limit means "the default"."""
+    from django.utils import timezone
+
+    from .models import OrgQuota
+
+    for name, value in (("daily", daily), ("monthly", monthly)):
+        if value is not UNCHANGED and value is not None and value < 0:
+            raise ValueError(f"The {name} limit must be a non-negative integer or None.")
+    with transaction.atomic():
+        row, _created = OrgQuota.objects.select_for_update().get_or_create(org=org)
+        if daily is not UNCHANGED:
+            row.daily_limit = daily
+        if monthly is not UNCHANGED:
+            row.monthly_limit = monthly
+        if paused is not None:
+            row.paused = paused
+        row.updated_at = timezone.now()
+        row.save(update_fields=["daily_limit", "monthly_limit", "paused", "updated_at"])
+    return row
+
+
+def limit_label(own: int | None, default: int | None) -> str:
+    """How a limit reads to people: ``"5"``, ``"100 (default)"``, ``"unlimited"``."""
+    if own is not None:
+        return str(own)
+    return "unlimited" if default is None else f"{default} (default)"
+
+
+# --- reports -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OrgUsage:
+    """One org's usage against its limits on one UTC day and in that day's month."""
+
+    org: str
+    daily_limit: int | None
+    day: dt.date
+    sent_today: int
+    monthly_limit: int | None
+    month: dt.date
+    sent_this_month: int
+    paused: bool
+
+    def as_json(self) -> dict[str, Any]:
+        """The stable JSON shape of ``mailapi_usage --format json``."""
+        return {
+            "org": self.org,
+            "daily_limit": self.daily_limit,
+            "day": self.day.isoformat(),
+            "sent_today": self.sent_today,
+            "monthly_limit": self.monthly_limit,
+            "month": self.month.strftime("%Y-%m"),
+            "sent_this_month": self.sent_this_month,
+        }
+
+
+def usage_report(
+    day: dt.date, org: str | None = None, conf: MailapiSettings = mailapi_settings
+) -> list[OrgUsage]:
+    """Usage of every org with an OrgQuota row or a counter in ``day``'s month (or of ``org``)."""
+    from .models import OrgQuota, UsageCounter
+
+    month = day.replace(day=1)
+    if org is not None:
+        orgs = {org}
+    else:
+        orgs = set(OrgQuota.objects.values_list("org", flat=True))
+        orgs.update(
+            UsageCounter.objects.filter(period_start__gte=month, period_start__lt=_next(month))
+            .values_list("org", flat=True)
+            .distinct()
+        )
+    limits = limits_for_orgs(orgs, conf)
+    used = usage_for_orgs(orgs, dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc))
+    return [
+        OrgUsage(
+            org=name,
+            daily_limit=limits[name].daily,
+            day=day,
+            sent_today=used[name]["day"],
+            monthly_limit=limits[name].monthly,
+            month=month,
+            sent_this_month=used[name]["month"],
+            paused=limits[name].paused,
+        )
+        for name in sorted(orgs)
+    ]
+
+
+def _next(month: dt.date) -> dt.date:
+    return next_month(dt.datetime.combine(month, dt.time(), tzinfo=dt.timezone.utc)).date()
+
+
+def daily_series(
+    orgs: Iterable[str] | None, first: dt.date, last: dt.date
+) -> dict[str, dict[dt.date, int]]:
+    """Units sent per org per UTC day from ``first`` to ``last`` (inclusive), one query."""
+    from .models import Period, UsageCounter
+
+    rows = UsageCounter.objects.filter(
+        period=Period.DAY, period_start__gte=first, period_start__lte=last
+    )
+    if orgs is not None:
+        rows = rows.filter(org__in=list(orgs))
+    series: dict[str, dict[dt.date, int]] = {}
+    for org, start, sent in rows.values_list("org", "period_start", "units_sent"):
+        series.setdefault(org, {})[start] = sent
+    return series
