@@ -36,6 +36,20 @@ def _check_header_text(value: str, what: str) -> str:
     return value
 
 
+def _check_body(value: str) -> str:
+    if "\x00" in value:
+        raise InvalidMessage(
+            "The body contains NUL characters, which email cannot carry.",
+            code="invalid_content",
+        )
+    return value
+
+
+def _visible(value: object) -> str:
+    """Text safe to store in any database (NUL is refused by PostgreSQL)."""
+    return str(value).replace("\x00", "\ufffd")
+
+
 def _address(value: Any, code: str, what: str) -> str:
     text = _check_header_text(str(value), what)
     _name, addr = parseaddr(text)
@@ -78,6 +92,7 @@ def _attachment_dict(
         _check_header_text(filename, "An attachment's filename")
     if content_id is not None:
         _check_header_text(content_id, "An attachment's Content-ID")
+    _check_header_text(content_type, "An attachment's content type")
     return {
         "filename": filename,
         "content": base64.b64encode(content).decode("ascii"),
@@ -108,13 +123,13 @@ def serialize_message(message: EmailMessage, provider: str = "") -> dict[str, An
     html: str | None = None
     body = message.body or ""
     if message.content_subtype == "html":
-        html = str(body)
+        html = _check_body(str(body))
     else:
-        text = str(body)
+        text = _check_body(str(body))
     for alternative in getattr(message, "alternatives", None) or []:
         content, mimetype = alternative[0], alternative[1]
         if mimetype == "text/html" and html is None:
-            html = content if isinstance(content, str) else content.decode("utf-8")
+            html = _check_body(content if isinstance(content, str) else content.decode("utf-8"))
         else:
             raise UnsupportedFeature(f"a {mimetype} alternative part", provider or "API")
 
@@ -246,7 +261,7 @@ class EmailBackend(BaseEmailBackend):
         from .quota import resolve_org
 
         org = resolve_org(message, self.conf)
-        recipients = [str(a) for a in (*message.to, *message.cc, *message.bcc)]
+        recipients = [_visible(a) for a in (*message.to, *message.cc, *message.bcc)]
         row = OutboundEmail(
             org=org,
             provider=provider,
@@ -254,10 +269,10 @@ class EmailBackend(BaseEmailBackend):
             status=Status.FAILED,
             idempotency_key=f"mailapi/{org}/{uuid.uuid4().hex}",
             payload=None,
-            from_email=str(message.from_email or "")[:320],
+            from_email=_visible(message.from_email or "")[:320],
             recipients=", ".join(recipients),
             recipient_count=len(recipients),
-            subject=str(message.subject or ""),
+            subject=_visible(message.subject or ""),
             last_error_code=error.code,
             created_at=now,
             updated_at=now,

@@ -285,7 +285,7 @@ def record_rejected(rejected: Iterable[tuple[OutboundEmail, MailapiError]]) -> N
                 provider=row.provider,
                 source="mailapi",
                 error_code=error.code,
-                message=error.message,
+                message=error.message.replace("\x00", "\ufffd"),
                 created_at=row.created_at,
             )
             for row, (_, error) in zip(rows, pairs, strict=True)

@@ -66,6 +66,12 @@ CATALOG = Catalog(
             "values and send a new email.",
         ),
         _entry(
+            "invalid_content",
+            "The message body contains characters email cannot carry (NUL).",
+            "Remove the NUL (\\x00) characters from the text or HTML body (they usually come "
+            "from binary data pasted into a template), then send the email again.",
+        ),
+        _entry(
             "attachment_too_large",
             "An attachment is larger than the provider accepts.",
             "Compress the attachment, or put the file somewhere reachable and send a link "
