@@ -98,7 +98,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
 ):
     overrides = {"LEASE_SECONDS": 3, "SWEEP_AFTER_SECONDS": 2, "BATCH_SIZE": 20}
     first = start_worker(overrides)
-    ids = send_many(300, to="slow+15@example.com")  # ~15 ms per request: time to kill it
+    ids = send_many(300, to="slow+40@example.com")  # 40 ms per request: often killed mid-call
     wait_for(lambda: len(sandbox.emails) >= 60, timeout=60)
 
     first.stop(signal.SIGKILL)
