@@ -280,6 +280,11 @@ class EmailBackend(BaseEmailBackend):
         return row, error
 
 
+#: Email ids per Celery task. A worker claims, reserves and records a task's emails in
+#: bulk, and sends them in batches of BATCH_SIZE where the provider has a batch endpoint.
+TASK_SIZE = 100
+
+
 def dispatch(ids: Sequence[int], conf: MailapiSettings) -> int:
     """Publish send tasks for ``ids`` in chunks; on broker trouble, leave them queued.
 
@@ -288,7 +293,7 @@ def dispatch(ids: Sequence[int], conf: MailapiSettings) -> int:
     """
     from .tasks import send_emails
 
-    size = conf.BATCH_SIZE
+    size = TASK_SIZE
     published = 0
     options: dict[str, Any] = {
         "retry": True,

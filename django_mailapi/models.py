@@ -62,6 +62,9 @@ class OutboundEmail(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     leased_until = models.DateTimeField(null=True, blank=True)
     lease_token = models.CharField(max_length=32, blank=True, default="")
+    #: Idempotency-Key of the batch request that carried this email, once it was sent in
+    #: one; its retries go out together under the same key.
+    batch_key = models.CharField(max_length=100, blank=True, default="")
     last_error_code = models.CharField(max_length=100, blank=True, default="")
     #: HTTP status of the last error; None when it arose locally or in transport.
     last_error_status = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -101,25 +104,6 @@ class OutboundEmail(models.Model):
         from .errors import suggested_action
 
         return suggested_action(self.error_source, self.last_error_code, self.last_error_status)
-
-    def requeue(self, now: dt.datetime | None = None) -> None:
-        """Put a failed, deferred or cancelled email back in the queue, due now."""
-        now = now or timezone.now()
-        self.status = Status.QUEUED
-        self.next_attempt_at = now
-        self.leased_until = None
-        self.attempts = 0
-        self.updated_at = now
-        self.save(
-            update_fields=["status", "next_attempt_at", "leased_until", "attempts", "updated_at"]
-        )
-
-    def cancel(self, now: dt.datetime | None = None) -> None:
-        now = now or timezone.now()
-        self.status = Status.CANCELLED
-        self.next_attempt_at = None
-        self.updated_at = now
-        self.save(update_fields=["status", "next_attempt_at", "updated_at"])
 
 
 class FailedSendQuerySet(models.QuerySet["FailedSend"]):

@@ -17,15 +17,16 @@ of sending a second one. No lock is held during an HTTP call.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import random
 import uuid
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from . import errors, quota, ratelimit, signals
@@ -39,12 +40,16 @@ logger = logging.getLogger("django_mailapi")
 
 
 # --- claim -------------------------------------------------------------------------------
-def claim(ids: Sequence[int], now: dt.datetime, lease_seconds: int) -> list[OutboundEmail]:
-    """Take a lease on those of ``ids`` that are due; return the rows now ours."""
+def claim(
+    ids: Sequence[int], now: dt.datetime, lease_seconds: int, *, batch_keys: Iterable[str] = ()
+) -> list[OutboundEmail]:
+    """Take a lease on those of ``ids`` (or of the batches ``batch_keys``) that are due."""
     token = uuid.uuid4().hex
+    keys = [key for key in batch_keys if key]
+    where = Q(pk__in=list(ids)) if not keys else Q(batch_key__in=keys)
     taken = (
         OutboundEmail.objects.due(now)
-        .filter(pk__in=list(ids))
+        .filter(where)
         .update(
             status=Status.SENDING,
             lease_token=token,
@@ -55,17 +60,23 @@ def claim(ids: Sequence[int], now: dt.datetime, lease_seconds: int) -> list[Outb
     )
     if not taken:
         return []
-    return list(OutboundEmail.objects.filter(pk__in=list(ids), lease_token=token).order_by("pk"))
+    return list(OutboundEmail.objects.filter(where, lease_token=token).order_by("pk"))
 
 
 # --- send ----------------------------------------------------------------------------------
 def process(ids: Sequence[int]) -> dict[str, int]:
     """Send the due emails among ``ids``. Returns a count per outcome."""
     now = timezone.now()
-    outcomes: dict[str, int] = defaultdict(int)
     lease = get_settings().LEASE_SECONDS
-    for row in claim(ids, now, lease):
-        outcomes[send_one(row)] += 1
+    rows = claim(ids, now, lease)
+    # A batch that failed as a whole is retried whole: bring in its other due members.
+    rows += claim(ids, now, lease, batch_keys={row.batch_key for row in rows})
+    groups: dict[tuple[str, str, str], list[OutboundEmail]] = defaultdict(list)
+    for row in rows:
+        groups[(row.mailer, row.org, row.provider)].append(row)
+    outcomes: Counter[str] = Counter()
+    for (mailer, _org, _provider), group in groups.items():
+        outcomes.update(Delivery(get_settings(mailer), group).run())
     return dict(outcomes)
 
 
@@ -89,64 +100,235 @@ def provider_for(row: OutboundEmail, conf: MailapiSettings) -> tuple[Provider, s
     return provider, api_key
 
 
-def send_one(row: OutboundEmail) -> str:
-    """Reserve quota, call the API, record what happened. Never raises for a send error."""
-    conf = get_settings(row.mailer)
+def as_send_error(exc: Exception) -> SendError:
+    """Any exception met while sending, as the SendError to record for it."""
+    if isinstance(exc, SendError):
+        return exc
+    if isinstance(exc, MailapiError):  # quota, invalid message, unsupported, configuration
+        return SendError(exc.message, code=exc.code, local=True)
+    return SendError(f"{type(exc).__name__}: {exc}", code="unexpected_error", local=True)
+
+
+class Delivery:
+    """Sends one claimed group (same mailer, org and provider) and records the outcomes.
+
+    Per group: one quota reservation for all its emails, one request per batch of
+    batchable emails (one per email otherwise), and bulk writes for what happened.
+    """
+
+    #: Sent emails are written down at least this often, so a crash re-sends few.
+    FLUSH_EVERY = 20
+
+    def __init__(self, conf: MailapiSettings, rows: list[OutboundEmail]) -> None:
+        self.conf = conf
+        self.rows = rows
+        self.sent: list[tuple[OutboundEmail, str]] = []
+        self.outcomes: Counter[str] = Counter()
+
+    def run(self) -> Counter[str]:
+        try:
+            provider, api_key = provider_for(self.rows[0], self.conf)
+        except Exception as exc:  # no key, unknown provider: every email fails the same way
+            self.fail([(row, as_send_error(exc)) for row in self.rows])
+            return self.outcomes
+        ready = self.checked(provider)
+        ready = self.reserved(ready)
+        size = min(self.conf.BATCH_SIZE, provider.max_batch)
+        batchable = [r for r in ready if size > 1 and provider.can_batch(r.payload or {})]
+        singles = [r for r in ready if r not in set(batchable)]
+        for batch_key, chunk in self.batches(batchable, size):
+            self.send_batch(provider, api_key, batch_key, chunk)
+        for row in singles:
+            self.send_single(provider, api_key, row)
+            if len(self.sent) >= self.FLUSH_EVERY:
+                self.flush()
+        self.flush()
+        return self.outcomes
+
+    def checked(self, provider: Provider) -> list[OutboundEmail]:
+        """Rows the provider accepts as they are; the rest fail with a local code."""
+        ready, refused = [], []
+        for row in self.rows:
+            try:
+                if row.payload is None:
+                    raise SendError(
+                        "The email's payload is gone (KEEP_SENT_PAYLOAD=False or purged).",
+                        code="payload_missing",
+                        local=True,
+                    )
+                provider.validate(row.payload)
+            except Exception as exc:
+                refused.append((row, as_send_error(exc)))
+            else:
+                ready.append(row)
+        self.fail(refused)
+        return ready
+
+    def reserved(self, rows: list[OutboundEmail]) -> list[OutboundEmail]:
+        """Rows that hold quota (reserved now in one operation, or before a crash)."""
+        granted, refused = reserve_rows(rows, self.conf)
+        self.fail([(row, as_send_error(exc)) for row, exc in refused])
+        return granted
+
+    def batches(
+        self, rows: list[OutboundEmail], size: int
+    ) -> Iterator[tuple[str, list[OutboundEmail]]]:
+        """Earlier batches again under their own keys, then new batches of ``size``."""
+        earlier: dict[str, list[OutboundEmail]] = defaultdict(list)
+        fresh = []
+        for row in rows:
+            if row.batch_key:
+                earlier[row.batch_key].append(row)
+            else:
+                fresh.append(row)
+        yield from earlier.items()
+        for start in range(0, len(fresh), size):
+            chunk = fresh[start : start + size]
+            if len(chunk) == 1:
+                yield "", chunk  # a batch of one is just a send
+                continue
+            digest = hashlib.sha256("\n".join(r.idempotency_key for r in chunk).encode())
+            key = f"mailapi-batch/{digest.hexdigest()[:48]}"
+            OutboundEmail.objects.filter(pk__in=[r.pk for r in chunk]).update(batch_key=key)
+            for row in chunk:
+                row.batch_key = key
+            yield key, chunk
+
+    def send_single(self, provider: Provider, api_key: str, row: OutboundEmail) -> None:
+        try:
+            ratelimit.wait_for_slot(api_key, self.conf.RATE_LIMIT)
+            assert row.payload is not None
+            message_id = provider.deliver(row.payload, row.idempotency_key)
+        except Exception as exc:
+            if not isinstance(exc, MailapiError):
+                logger.exception("django-mailapi: unexpected error sending email #%s", row.pk)
+            self.fail([(row, as_send_error(exc))])
+        else:
+            self.sent.append((row, message_id))
+
+    def send_batch(
+        self, provider: Provider, api_key: str, batch_key: str, rows: list[OutboundEmail]
+    ) -> None:
+        if not batch_key:
+            self.send_single(provider, api_key, rows[0])
+            return
+        try:
+            ratelimit.wait_for_slot(api_key, self.conf.RATE_LIMIT)
+            results = provider.send_batch([row.payload or {} for row in rows], batch_key)
+            if len(results) != len(rows):
+                raise SendError(
+                    f"The API answered a batch of {len(rows)} with {len(results)} results.",
+                    code="invalid_response",
+                    local=True,
+                )
+        except Exception as exc:
+            if not isinstance(exc, MailapiError):
+                logger.exception("django-mailapi: unexpected error sending batch %s", batch_key)
+            self.fail([(row, as_send_error(exc)) for row in rows], together=True)
+            return
+        failed = []
+        for row, result in zip(rows, results, strict=True):
+            if isinstance(result, SendError):
+                failed.append((row, result))
+            else:
+                self.sent.append((row, result))
+        self.flush()
+        self.fail(failed)
+
+    def flush(self) -> None:
+        if self.sent:
+            record_sent_many(self.sent, self.conf)
+            self.outcomes["sent"] += len(self.sent)
+            self.sent = []
+
+    def fail(self, pairs: list[tuple[OutboundEmail, SendError]], together: bool = False) -> None:
+        if pairs:
+            self.outcomes.update(record_failures(pairs, self.conf, together=together))
+
+
+def reserve_rows(
+    rows: list[OutboundEmail], conf: MailapiSettings
+) -> tuple[list[OutboundEmail], list[tuple[OutboundEmail, QuotaExceeded]]]:
+    """Book units for rows of one org: all in one operation, else as many as fit.
+
+    Rows that already hold units (reserved before their worker died) keep them. What was
+    booked is written on the rows in the same transaction, so it is never booked twice.
+    """
+    holding = [row for row in rows if row.quota_units]
+    needing = [row for row in rows if not row.quota_units]
+    if not needing:
+        return rows, []
+    granted: list[OutboundEmail] = []
+    refused: list[tuple[OutboundEmail, QuotaExceeded]] = []
+    org = needing[0].org
+    units = [quota.units_for(row.recipient_count, conf) for row in needing]
     try:
-        if row.payload is None:
-            raise SendError(
-                "The email's payload is gone (KEEP_SENT_PAYLOAD=False or purged).",
-                code="payload_missing",
-                local=True,
-            )
-        provider, api_key = provider_for(row, conf)
-        if not row.quota_units:
-            reserve(row, conf)
-        ratelimit.wait_for_slot(api_key, conf.RATE_LIMIT)
-        message_id = provider.send(row.payload, row.idempotency_key)
+        with transaction.atomic():
+            day = quota.reserve(org, sum(units), timezone.now(), conf)
+            _note_reservations(needing, units, day)
+        granted = needing
     except QuotaExceeded as exc:
-        return record_failure(row, SendError(exc.message, code=exc.code, local=True), conf)
-    except SendError as exc:
-        return record_failure(row, exc, conf)
-    except MailapiError as exc:  # invalid message, unsupported feature, configuration
-        return record_failure(row, SendError(exc.message, code=exc.code, local=True), conf)
-    except Exception as exc:  # a bug must not lose the email or kill the worker loop
-        logger.exception("django-mailapi: unexpected error sending email #%s", row.pk)
-        error = SendError(f"{type(exc).__name__}: {exc}", code="unexpected_error", local=True)
-        return record_failure(row, error, conf)
-    record_sent(row, message_id, conf)
-    return "sent"
+        if len(needing) == 1:
+            refused = [(needing[0], exc)]
+        else:  # not all fit: take them one by one, in order
+            for row, n in zip(needing, units, strict=True):
+                try:
+                    with transaction.atomic():
+                        day = quota.reserve(org, n, timezone.now(), conf)
+                        _note_reservations([row], [n], day)
+                    granted.append(row)
+                except QuotaExceeded as one:
+                    refused.append((row, one))
+    order = {row.pk: i for i, row in enumerate(rows)}
+    return sorted(holding + granted, key=lambda r: order[r.pk]), refused
+
+
+def _note_reservations(rows: list[OutboundEmail], units: list[int], day: dt.date) -> None:
+    for row, n in zip(rows, units, strict=True):
+        row.quota_units, row.quota_day = n, day
+    OutboundEmail.objects.bulk_update(rows, ["quota_units", "quota_day"])
 
 
 def reserve(row: OutboundEmail, conf: MailapiSettings) -> None:
-    """Book the row's units on its org's counters and note that on the row, atomically."""
-    units = quota.units_for(row.recipient_count, conf)
-    with transaction.atomic():
-        day = quota.reserve(row.org, units, timezone.now(), conf)
-        OutboundEmail.objects.filter(pk=row.pk).update(quota_units=units, quota_day=day)
-    row.quota_units, row.quota_day = units, day
+    """Book one row's units (see reserve_rows); raises QuotaExceeded if they do not fit."""
+    _granted, refused = reserve_rows([row], conf)
+    if refused:
+        raise refused[0][1]
 
 
 # --- outcomes ------------------------------------------------------------------------------
-def record_sent(row: OutboundEmail, message_id: str, conf: MailapiSettings) -> None:
+_SENT_FIELDS = [
+    "status",
+    "provider_message_id",
+    "sent_at",
+    "updated_at",
+    "leased_until",
+    "lease_token",
+    "next_attempt_at",
+    "last_error_code",
+    "last_error_status",
+]
+
+
+def record_sent_many(sent: list[tuple[OutboundEmail, str]], conf: MailapiSettings) -> None:
+    """Mark emails sent with their API ids, in one statement."""
     now = timezone.now()
-    changes: dict[str, Any] = {
-        "status": Status.SENT,
-        "provider_message_id": message_id[:255],
-        "sent_at": now,
-        "updated_at": now,
-        "leased_until": None,
-        "lease_token": "",
-        "next_attempt_at": None,
-        "last_error_code": "",
-        "last_error_status": None,
-    }
-    if not conf.KEEP_SENT_PAYLOAD:
-        changes["payload"] = None
-    OutboundEmail.objects.filter(pk=row.pk).update(**changes)
-    for name, value in changes.items():
-        setattr(row, name, value)
-    signals.message_sent.send(sender=OutboundEmail, email=row)
+    for row, message_id in sent:
+        row.status = Status.SENT
+        row.provider_message_id = message_id[:255]
+        row.sent_at = row.updated_at = now
+        row.leased_until = row.next_attempt_at = row.last_error_status = None
+        row.lease_token = row.last_error_code = ""
+        if not conf.KEEP_SENT_PAYLOAD:
+            row.payload = None
+    fields = _SENT_FIELDS + ([] if conf.KEEP_SENT_PAYLOAD else ["payload"])
+    OutboundEmail.objects.bulk_update([row for row, _ in sent], fields)
+    for row, _ in sent:
+        signals.message_sent.send(sender=OutboundEmail, email=row)
+
+
+def record_sent(row: OutboundEmail, message_id: str, conf: MailapiSettings) -> None:
+    record_sent_many([(row, message_id)], conf)
 
 
 def backoff(attempt: int, conf: MailapiSettings) -> float:
@@ -155,94 +337,165 @@ def backoff(attempt: int, conf: MailapiSettings) -> float:
     return ceiling * random.uniform(0.5, 1.0)
 
 
-def record_failure(row: OutboundEmail, error: SendError, conf: MailapiSettings) -> str:
-    """Write a FailedSend for this attempt and move the row on. Returns the outcome."""
-    now = timezone.now()
+_FAILURE_FIELDS = [
+    "status",
+    "next_attempt_at",
+    "attempts",
+    "updated_at",
+    "leased_until",
+    "lease_token",
+    "last_error_code",
+    "last_error_status",
+    "quota_units",
+    "quota_day",
+]
+
+
+def _plan(
+    row: OutboundEmail, error: SendError, conf: MailapiSettings, now: dt.datetime
+) -> tuple[str, bool, bool, errors.RetryClass]:
+    """Decide the row's next state (set on the row); returns (outcome, will_retry, exhausted)."""
     source = "mailapi" if error.local else _catalog_name(row, conf)
-    spec = errors.resolve(source, error.code, error.http_status, error.message)
-    retry = spec.retry
-    changes: dict[str, Any] = {
-        "updated_at": now,
-        "leased_until": None,
-        "lease_token": "",
-        "last_error_code": error.code[:100],
-        "last_error_status": error.http_status,
-    }
-    exhausted = False
+    retry = errors.resolve(source, error.code, error.http_status, error.message).retry
+    row.updated_at = now
+    row.leased_until = None
+    row.lease_token = ""
+    row.last_error_code = error.code[:100]
+    row.last_error_status = error.http_status
     if retry.is_transient and row.attempts <= conf.MAX_RETRIES:
-        outcome, will_retry = "retry", True
         delay = backoff(row.attempts, conf)
         if retry is errors.RetryClass.RETRY_AFTER and error.retry_after is not None:
             delay = max(error.retry_after, 0.5) + random.uniform(0, 0.5)
-        changes.update(status=Status.QUEUED, next_attempt_at=now + dt.timedelta(seconds=delay))
-    elif retry.is_quota and conf.ON_QUOTA_EXCEEDED == "defer":
-        outcome, will_retry = "deferred", True
+        row.status = Status.QUEUED
+        row.next_attempt_at = now + dt.timedelta(seconds=delay)
+        return "retry", True, False, retry
+    if retry.is_quota and conf.ON_QUOTA_EXCEEDED == "defer":
         until = (
             quota.next_day(now) if retry is errors.RetryClass.DEFER_DAY else quota.next_month(now)
         )
         # Spread the wake-up over a minute so a backlog does not arrive at once.
-        until += dt.timedelta(seconds=random.uniform(0, 60))
+        row.next_attempt_at = until + dt.timedelta(seconds=random.uniform(0, 60))
+        row.status = Status.DEFERRED
         # A deferral is not a failed try: it does not count against MAX_RETRIES.
-        changes.update(
-            status=Status.DEFERRED, next_attempt_at=until, attempts=max(0, row.attempts - 1)
-        )
-    else:
-        outcome, will_retry = "failed", False
-        exhausted = retry.is_transient
-        changes.update(status=Status.FAILED, next_attempt_at=None)
+        row.attempts = max(0, row.attempts - 1)
+        return "deferred", True, False, retry
+    row.status = Status.FAILED
+    row.next_attempt_at = None
+    if retry.is_transient:
+        row.last_error_code, row.last_error_status = "retries_exhausted", None
+        return "failed", False, True, retry
+    return "failed", False, False, retry
+
+
+def record_failures(
+    pairs: list[tuple[OutboundEmail, SendError]],
+    conf: MailapiSettings,
+    *,
+    together: bool = False,
+) -> Counter[str]:
+    """Write a FailedSend per attempt and move each row on, in one transaction.
+
+    ``together``: the rows failed as one batch request; those that will be retried get
+    one shared time and one task, so the batch goes out again whole under its key.
+    """
+    now = timezone.now()
+    outcomes: Counter[str] = Counter()
+    failures: list[FailedSend] = []
+    releases: dict[tuple[str, dt.date, bool], int] = defaultdict(int)
+    planned = []
+    tokens: dict[int, str] = {}
+    for row, error in pairs:
+        held = (row.quota_units, row.quota_day)
+        tokens[row.pk] = row.lease_token
+        outcome, will_retry, exhausted, retry = _plan(row, error, conf, now)
+        planned.append((row, error, outcome, will_retry, retry))
+        outcomes[outcome] += 1
+        if held[0] and held[1] is not None:
+            releases[(row.org, held[1], not will_retry)] += held[0]
+            row.quota_units, row.quota_day = 0, None
+        failures.append(_failure(row, error, will_retry, now))
         if exhausted:
-            changes.update(last_error_code="retries_exhausted", last_error_status=None)
+            failures.append(
+                _failure(
+                    row,
+                    SendError(
+                        f"Gave up after {row.attempts} attempts; the last error was "
+                        f"{error.code}: {error.message}"[:2000],
+                        code="retries_exhausted",
+                        local=True,
+                    ),
+                    False,
+                    now,
+                )
+            )
+    if together:
+        retrying = [row for row, *_ in planned if row.status == Status.QUEUED]
+        if retrying:
+            shared = min(row.next_attempt_at for row in retrying if row.next_attempt_at)
+            for row in retrying:
+                row.next_attempt_at = shared
 
     with transaction.atomic():
-        if row.quota_units and row.quota_day is not None:
-            quota.release(row.org, row.quota_units, row.quota_day, failed=not will_retry)
-            changes.update(quota_units=0, quota_day=None)
-        failure = FailedSend.objects.create(
-            email=row,
-            org=row.org,
-            provider=row.provider,
-            source=source,
-            error_code=error.code[:100],
-            http_status=error.http_status,
-            message=error.message,
-            details=error.details,
-            request_id=(error.request_id or "")[:255],
-            attempt=row.attempts,
-            will_retry=will_retry,
-            created_at=now,
+        for (org, day, failed), units in releases.items():
+            quota.release(org, units, day, failed=failed)
+        FailedSend.objects.bulk_create(failures)
+        # A worker whose lease ran out must not overwrite what the next one did.
+        current = dict(
+            OutboundEmail.objects.filter(pk__in=list(tokens)).values_list("pk", "lease_token")
         )
-        if exhausted:
-            FailedSend.objects.create(
-                email=row,
-                org=row.org,
-                provider=row.provider,
-                source="mailapi",
-                error_code="retries_exhausted",
-                message=f"Gave up after {row.attempts} attempts; the last error was "
-                f"{error.code}: {error.message}"[:2000],
-                attempt=row.attempts,
-                will_retry=False,
-                created_at=now,
-            )
-        OutboundEmail.objects.filter(pk=row.pk, lease_token=row.lease_token).update(**changes)
-    for name, value in changes.items():
-        setattr(row, name, value)
+        ours = [row for row, *_ in planned if current.get(row.pk) == tokens[row.pk]]
+        OutboundEmail.objects.bulk_update(ours, _FAILURE_FIELDS)
 
-    log = logger.info if will_retry else logger.warning
-    log(
-        "django-mailapi: email #%s %s: %s %s (%s)",
-        row.pk,
-        outcome,
-        error.code,
-        error.http_status or "local",
-        error.message[:200],
-    )
-    signals.send_failed.send(sender=OutboundEmail, email=row, failure=failure)
-    if retry.is_quota:
-        signals.quota_exceeded.send(sender=OutboundEmail, email=row, org=row.org, code=error.code)
-    if will_retry and row.next_attempt_at is not None:
-        schedule(row, conf, now)
+    by_row: dict[int, FailedSend] = {}
+    for failure in failures:
+        by_row.setdefault(failure.email_id, failure)  # the attempt's own record
+    for row, error, outcome, will_retry, retry in planned:
+        log = logger.info if will_retry else logger.warning
+        log(
+            "django-mailapi: email #%s %s: %s %s (%s)",
+            row.pk,
+            outcome,
+            error.code,
+            error.http_status or "local",
+            error.message[:200],
+        )
+        signals.send_failed.send(sender=OutboundEmail, email=row, failure=by_row[row.pk])
+        if retry.is_quota:
+            signals.quota_exceeded.send(
+                sender=OutboundEmail, email=row, org=row.org, code=error.code
+            )
+    waiting = [row for row, _error, _outcome, will_retry, _retry in planned if will_retry]
+    if together:
+        schedule(waiting, conf, now)
+    else:
+        for row in waiting:
+            schedule([row], conf, now)
+    return outcomes
+
+
+def record_failure(row: OutboundEmail, error: SendError, conf: MailapiSettings) -> str:
+    """Record one failed attempt (see record_failures). Returns the outcome."""
+    (outcome,) = record_failures([(row, error)], conf)
     return outcome
+
+
+def _failure(
+    row: OutboundEmail, error: SendError, will_retry: bool, now: dt.datetime
+) -> FailedSend:
+    return FailedSend(
+        email=row,
+        org=row.org,
+        provider=row.provider,
+        source="mailapi" if error.local else row.provider,
+        error_code=error.code[:100],
+        http_status=error.http_status,
+        message=error.message,
+        details=error.details,
+        request_id=(error.request_id or "")[:255],
+        attempt=row.attempts,
+        will_retry=will_retry,
+        created_at=now,
+    )
 
 
 def _catalog_name(row: OutboundEmail, conf: MailapiSettings) -> str:
@@ -252,25 +505,27 @@ def _catalog_name(row: OutboundEmail, conf: MailapiSettings) -> str:
         return row.provider
 
 
-def schedule(row: OutboundEmail, conf: MailapiSettings, now: dt.datetime) -> None:
-    """Publish a delayed task for the row's next attempt, if it is near enough.
+def schedule(rows: list[OutboundEmail], conf: MailapiSettings, now: dt.datetime) -> None:
+    """Publish one delayed task for the rows' next attempt, if it is near enough.
 
     Celery keeps delayed tasks in the worker's memory and, on Redis/SQS, re-delivers
     them after the broker's visibility timeout; so long delays are left to the sweeper.
     """
     from .tasks import send_emails
 
-    assert row.next_attempt_at is not None
-    delay = (row.next_attempt_at - now).total_seconds()
+    if not rows:
+        return
+    due = min(row.next_attempt_at or now for row in rows)
+    delay = (due - now).total_seconds()
     if delay > conf.MAX_ETA_SECONDS:
         return
     options: dict[str, Any] = {"countdown": max(0.0, delay)}
     if conf.QUEUE:
         options["queue"] = conf.QUEUE
     try:
-        send_emails.apply_async(args=[[row.pk]], **options)
-    except Exception as exc:  # the sweeper will pick it up
-        logger.warning("django-mailapi could not schedule email #%s: %s", row.pk, exc)
+        send_emails.apply_async(args=[[row.pk for row in rows]], **options)
+    except Exception as exc:  # the sweeper will pick them up
+        logger.warning("django-mailapi could not schedule %d email(s): %s", len(rows), exc)
 
 
 def record_rejected(rejected: Iterable[tuple[OutboundEmail, MailapiError]]) -> None:
@@ -336,7 +591,7 @@ def retry_now(queryset: QuerySet[OutboundEmail]) -> int:
     if not rows:
         return 0
     OutboundEmail.objects.filter(pk__in=[pk for pk, _ in rows]).update(
-        status=Status.QUEUED, next_attempt_at=now, attempts=0, updated_at=now
+        status=Status.QUEUED, next_attempt_at=now, attempts=0, batch_key="", updated_at=now
     )
     transaction.on_commit(lambda: _dispatch_by_mailer(rows, dispatch))
     return len(rows)

@@ -68,7 +68,10 @@ def start_worker(worker_env: dict[str, str], tmp_path: Any, settings: Any) -> It
 
 
 def send_many(count: int, to: str = "user{i}@example.com") -> list[int]:
-    messages = [(f"Message {i}", "body", "a@example.com", [to.format(i=i)]) for i in range(count)]
+    messages = [
+        (f"Message {to.format(i=i)} {i}", "body", "a@example.com", [to.format(i=i)])
+        for i in range(count)
+    ]
     assert mail.send_mass_mail(messages) == count
     return list(OutboundEmail.objects.order_by("pk").values_list("pk", flat=True))
 
@@ -77,8 +80,17 @@ def settled_count() -> int:
     return OutboundEmail.objects.filter(status__in=[Status.SENT, Status.FAILED]).count()
 
 
-def deliveries_per_key(sandbox: Any) -> Counter[str]:
-    return Counter(email["idempotency_key"] for email in sandbox.emails)
+def deliveries_per_message(sandbox: Any) -> Counter[str]:
+    """How often the sandbox stored each message, by its subject (unique per message)."""
+    return Counter(email["payload"]["subject"] for email in sandbox.emails)
+
+
+def subjects() -> set[str]:
+    return set(OutboundEmail.objects.values_list("subject", flat=True))
+
+
+def sent_subjects() -> set[str]:
+    return set(OutboundEmail.objects.filter(status=Status.SENT).values_list("subject", flat=True))
 
 
 def sweep_until_settled(total: int, timeout: float) -> None:
@@ -106,10 +118,9 @@ def test_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
     start_worker(overrides)
     sweep_until_settled(len(ids), timeout=180)
 
-    per_key = deliveries_per_key(sandbox)
-    keys = set(OutboundEmail.objects.values_list("idempotency_key", flat=True))
+    per_key = deliveries_per_message(sandbox)
     assert OutboundEmail.objects.filter(status=Status.SENT).count() == 300
-    assert set(per_key) == keys
+    assert set(per_key) == subjects()
     assert max(per_key.values()) == 1
     report(
         messages=300,
@@ -165,7 +176,7 @@ def test_broker_outage_keeps_rows_queued_and_the_sweeper_delivers_them(
             broker.kill()
             broker.wait(10)
 
-    per_key = deliveries_per_key(sandbox)
+    per_key = deliveries_per_message(sandbox)
     assert OutboundEmail.objects.filter(status=Status.SENT).count() == 20
     assert len(per_key) == 20
     assert max(per_key.values()) == 1
@@ -196,11 +207,9 @@ def test_api_failing_30_percent_ends_every_email_sent_once_or_recorded(
     ids = send_many(1000)
     wait_for(lambda: settled_count() == len(ids), timeout=240, interval=0.5)
 
-    sent = set(
-        OutboundEmail.objects.filter(status=Status.SENT).values_list("idempotency_key", flat=True)
-    )
+    sent = sent_subjects()
     failed = OutboundEmail.objects.filter(status=Status.FAILED)
-    per_key = deliveries_per_key(sandbox)
+    per_key = deliveries_per_message(sandbox)
     assert set(per_key) == sent
     assert max(per_key.values()) == 1
     assert len(sent) + failed.count() == 1000
@@ -224,16 +233,19 @@ def test_rate_limited_api_gets_everything_and_no_429_with_a_shared_limit(
     sandbox, start_worker, report, shared_limit
 ):
     sandbox.rate_limit = 5
-    overrides: dict[str, Any] = {"BATCH_SIZE": 4, "RETRY_BASE_DELAY": 0.2}
+    # One request per email, and eight tasks so both worker processes take some.
+    overrides: dict[str, Any] = {"BATCH_SIZE": 1, "RETRY_BASE_DELAY": 0.2}
     if shared_limit:
         overrides["RATE_LIMIT"] = 5
     start_worker(overrides, concurrency=2)
     started = time.perf_counter()
-    ids = send_many(40)
+    for part in range(8):
+        send_many(5, to=f"p{part}-{{i}}@example.com")
+    ids = list(OutboundEmail.objects.values_list("pk", flat=True))
     wait_for(lambda: settled_count() == len(ids), timeout=120, interval=0.2)
     elapsed = time.perf_counter() - started
 
-    per_key = deliveries_per_key(sandbox)
+    per_key = deliveries_per_message(sandbox)
     assert OutboundEmail.objects.filter(status=Status.SENT).count() == 40
     assert max(per_key.values()) == 1
     rate_limited = sandbox.stats["rate_limited"]

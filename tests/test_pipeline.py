@@ -86,8 +86,11 @@ def test_a_batch_of_messages_all_arrive_exactly_once(sandbox):
     wait_for(lambda: settled(*ids))
 
     assert OutboundEmail.objects.filter(status=Status.SENT).count() == 25
-    keys = [e["idempotency_key"] for e in sandbox.emails]
-    assert sorted(keys) == sorted(OutboundEmail.objects.values_list("idempotency_key", flat=True))
+    subjects = [e["payload"]["subject"] for e in sandbox.emails]
+    assert sorted(subjects) == sorted(OutboundEmail.objects.values_list("subject", flat=True))
+    assert {e["idempotency_key"] for e in sandbox.emails} == set(
+        OutboundEmail.objects.values_list("batch_key", flat=True)
+    )
 
 
 def test_sendtest_reports_the_api_id(sandbox):

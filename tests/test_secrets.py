@@ -23,7 +23,13 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 @pytest.fixture(autouse=True)
 def _secret_key(settings, sandbox):
     settings.EMAIL_BACKEND = "django_mailapi.backend.EmailBackend"
-    settings.MAILAPI = {**settings.MAILAPI, "API_KEY": KEY, "DAILY_LIMIT": 50, "QUEUE": "secrets-q"}
+    settings.MAILAPI = {
+        **settings.MAILAPI,
+        "API_KEY": KEY,
+        "DAILY_LIMIT": 50,
+        "QUEUE": "secrets-q",
+        "BATCH_SIZE": 1,
+    }
 
 
 def everything_in_the_database() -> str:

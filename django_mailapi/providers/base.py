@@ -114,6 +114,8 @@ class Provider:
     #: None = the catalog named like the provider. A provider for an API that speaks
     #: another's error codes (say, a Resend-compatible service) names that catalog here.
     catalog: ClassVar[str | None] = None
+    #: Most emails one batch request carries; 1 = the API has no batch endpoint.
+    max_batch: ClassVar[int] = 1
     #: Most recipients (to + cc + bcc) one API call accepts; None = no local check.
     max_recipients: ClassVar[int | None] = None
     #: Largest message we let through, in bytes of JSON body; None = no local check.
@@ -185,9 +187,82 @@ class Provider:
         return parts
 
     # --- provided --------------------------------------------------------------------
+    def can_batch(self, message: dict[str, Any]) -> bool:
+        """Whether ``message`` may travel in a batch request (batches carry no attachments)."""
+        return self.max_batch > 1 and not message["attachments"]
+
+    def build_batch_request(
+        self, messages: list[dict[str, Any]], idempotency_key: str
+    ) -> ApiRequest:
+        """One request for several messages (only where ``max_batch`` > 1)."""
+        raise NotImplementedError
+
+    def send_batch(
+        self, messages: list[dict[str, Any]], idempotency_key: str
+    ) -> list[str | SendError]:
+        """Send validated messages in one request: per message, its id or its error.
+
+        Raises ``SendError`` when the whole request failed; the outbox then retries the
+        same messages together under the same ``idempotency_key``.
+        """
+        return self.parse_batch_response(
+            self.call(self.build_batch_request(messages, idempotency_key))
+        )
+
+    def parse_batch_response(self, response: ApiResponse) -> list[str | SendError]:
+        """Per message of the batch, in order: its email id, or the ``SendError`` for it.
+
+        Reads the shape Resend and Sendr share: ``{"data": [{"id": ...}, ...],
+        "errors": [{"index": i, "message" | "error": "..."}]}``, where ``data`` lists the
+        accepted emails in request order and skips the indexes ``errors`` names. A
+        non-2xx answer failed the whole batch and is raised as one ``SendError``; so is a
+        2xx body that cannot be read, since nothing in it says which emails went out.
+        """
+        if not 200 <= response.status < 300:
+            raise self.parse_error(response)
+        body = response.json()
+        try:
+            ids = [str(item["id"]) for item in body["data"]]
+            by_index = {
+                int(item["index"]): str(item.get("message") or item.get("error") or "")
+                for item in body.get("errors") or []
+            }
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise SendError(
+                f"The API answered {response.status} to a batch with a body we cannot read: "
+                f"{response.text[:200]!r}",
+                code="invalid_response",
+                local=True,
+            ) from None
+        total = len(ids) + len(by_index)
+        if any(not 0 <= index < total for index in by_index):
+            raise SendError(
+                f"The batch answer names an error index outside 0..{total - 1}.",
+                code="invalid_response",
+                local=True,
+            )
+        accepted = iter(ids)
+        request_id = response.headers.get("x-request-id", "")
+        return [
+            SendError(
+                by_index[index] or "The batch rejected this email.",
+                code="validation_error",
+                http_status=422,
+                details={"index": index},
+                request_id=request_id,
+            )
+            if index in by_index
+            else next(accepted)
+            for index in range(total)
+        ]
+
     def send(self, message: dict[str, Any], idempotency_key: str) -> str:
         """Send one message; return the API's id or raise ``SendError``."""
         self.validate(message)
+        return self.deliver(message, idempotency_key)
+
+    def deliver(self, message: dict[str, Any], idempotency_key: str) -> str:
+        """``send`` without ``validate``, for messages the outbox has checked already."""
         request = self.build_request(message, idempotency_key)
         response = self.call(request)
         if 200 <= response.status < 300:

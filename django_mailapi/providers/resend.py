@@ -14,6 +14,7 @@ class ResendProvider(Provider):
     default_base_url: ClassVar[str | None] = "https://api.resend.com"
     max_recipients: ClassVar[int | None] = 50  # the documented cap on `to`; applied to all 3
     max_message_bytes: ClassVar[int | None] = 40 * 1024 * 1024  # after base64, as Resend counts
+    max_batch: ClassVar[int] = 100
 
     def validate(self, message: dict[str, Any]) -> None:
         super().validate(message)
@@ -51,6 +52,17 @@ class ResendProvider(Provider):
             "/emails",
             self.wire_body(message),
             {"Idempotency-Key": idempotency_key},
+        )
+
+    def build_batch_request(
+        self, messages: list[dict[str, Any]], idempotency_key: str
+    ) -> ApiRequest:
+        # Permissive: valid emails go out and each invalid one comes back in `errors`.
+        return ApiRequest(
+            "POST",
+            "/emails/batch",
+            [self.wire_body(message) for message in messages],
+            {"Idempotency-Key": idempotency_key, "x-batch-validation": "permissive"},
         )
 
     def parse_success(self, response: ApiResponse) -> str:

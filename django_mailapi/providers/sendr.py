@@ -175,52 +175,9 @@ class SendrProvider(Provider):
             {"idempotency-key": idempotency_key},
         )
 
-    def parse_batch_response(self, response: ApiResponse) -> list[str | SendError]:
-        """Per message of the batch, in order: its email id, or the ``SendError`` for it.
-
-        A non-2xx answer failed the whole batch and is raised as one ``SendError``; so
-        is a 2xx body that cannot be read (as ``invalid_response``), since nothing in it
-        says which emails went out. ``data`` lists the accepted emails in request order,
-        skipping the indexes that ``errors`` names.
-        """
-        if not 200 <= response.status < 300:
-            raise self.parse_error(response)
-        body = response.json()
-        try:
-            data = body["data"]
-            failures = body.get("errors") or []
-            by_index = {int(item["index"]): str(item.get("error") or "") for item in failures}
-            ids = [str(item["id"]) for item in data]
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise SendError(
-                f"The API answered {response.status} to a batch with a body we cannot read: "
-                f"{response.text[:200]!r}",
-                code="invalid_response",
-                local=True,
-            ) from None
-        total = len(ids) + len(by_index)
-        if any(not 0 <= index < total for index in by_index):
-            raise SendError(
-                f"The batch answer names an error index outside 0..{total - 1}.",
-                code="invalid_response",
-                local=True,
-            )
-        results: list[str | SendError] = []
-        accepted = iter(ids)
-        for index in range(total):
-            if index in by_index:
-                results.append(
-                    SendError(
-                        by_index[index] or "The batch rejected this email.",
-                        code="validation_error",
-                        http_status=response.status,
-                        details={"index": index},
-                        request_id=response.headers.get("x-request-id", ""),
-                    )
-                )
-            else:
-                results.append(next(accepted))
-        return results
+    def can_batch(self, message: dict[str, Any]) -> bool:
+        # Sendr's batch items carry no attachments and no custom headers.
+        return super().can_batch(message) and not message["headers"]
 
 
 def _attachment(attachment: dict[str, Any], index: int) -> dict[str, Any]:

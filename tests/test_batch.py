@@ -1,0 +1,127 @@
+"""Batch sending: many emails per API request, each still tracked on its own."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import time_machine
+from django.core.mail import EmailMessage
+
+from django_mailapi import outbox
+from django_mailapi.backend import EmailBackend
+from django_mailapi.models import FailedSend, OutboundEmail, Status, UsageCounter
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db
+
+
+def queue(*addresses: str, attach: bool = False) -> list[OutboundEmail]:
+    messages = []
+    for address in addresses:
+        msg = EmailMessage("Hi", "Body", "Shop <shop@example.com>", [address])
+        if attach:
+            msg.attach("a.txt", "x", "text/plain")
+        messages.append(msg)
+    EmailBackend().send_messages(messages)
+    return list(OutboundEmail.objects.order_by("pk"))
+
+
+def run(rows: list[OutboundEmail]) -> list[OutboundEmail]:
+    outbox.process([row.pk for row in rows])
+    return list(OutboundEmail.objects.filter(pk__in=[r.pk for r in rows]).order_by("pk"))
+
+
+def test_emails_of_one_org_go_out_in_one_batch_request(sandbox):
+    rows = run(queue(*(f"u{i}@example.com" for i in range(30))))
+
+    assert {row.status for row in rows} == {Status.SENT}
+    assert sandbox.stats["requests"] == 1
+    received = sandbox.emails
+    assert len(received) == 30
+    assert all(email["batch"] for email in received)
+    assert [row.provider_message_id for row in rows] == [email["id"] for email in received]
+    (key,) = {email["idempotency_key"] for email in received}
+    assert key.startswith("mailapi-batch/")
+    assert {row.batch_key for row in rows} == {key}
+
+
+def test_batch_is_permissive_so_a_bad_email_fails_alone(sandbox):
+    rows = run(queue("a@example.com", "invalid_from_address@fail.sandbox.test", "c@example.com"))
+
+    assert [row.status for row in rows] == [Status.SENT, Status.FAILED, Status.SENT]
+    failure = FailedSend.objects.get()
+    assert failure.email_id == rows[1].pk
+    assert (failure.error_code, failure.http_status, failure.will_retry) == (
+        "validation_error",
+        422,
+        False,
+    )
+    assert failure.details == {"index": 1}
+    assert len(sandbox.emails) == 2
+
+
+def test_emails_with_attachments_and_batch_size_one_go_one_by_one(sandbox, settings):
+    run(queue("a@example.com", "b@example.com", attach=True))
+    assert sandbox.stats["requests"] == 2
+    assert not any(email["batch"] for email in sandbox.emails)
+
+    sandbox.reset()
+    OutboundEmail.objects.all().delete()
+    settings.MAILAPI = {**settings.MAILAPI, "BATCH_SIZE": 1}
+    run(queue("c@example.com", "d@example.com"))
+    assert sandbox.stats["requests"] == 2
+
+
+def test_batches_are_cut_at_batch_size(sandbox, settings):
+    settings.MAILAPI = {**settings.MAILAPI, "BATCH_SIZE": 10}
+    rows = run(queue(*(f"u{i}@example.com" for i in range(25))))
+    assert {row.status for row in rows} == {Status.SENT}
+    assert sandbox.stats["requests"] == 3  # 10 + 10 + 5
+    assert len({row.batch_key for row in rows}) == 3
+
+
+def test_a_failed_batch_is_retried_whole_under_the_same_key(sandbox, settings):
+    settings.MAILAPI = {**settings.MAILAPI, "RETRY_BASE_DELAY": 30.0, "RETRY_MAX_DELAY": 60.0}
+    rows = run(queue("a@example.com", "flaky+1@example.com", "c@example.com"))
+
+    assert {row.status for row in rows} == {Status.QUEUED}
+    assert len({row.next_attempt_at for row in rows}) == 1
+    (key,) = {row.batch_key for row in rows}
+    assert FailedSend.objects.filter(http_status=500).count() == 3
+
+    with time_machine.travel(rows[0].next_attempt_at + dt.timedelta(seconds=1), tick=True):
+        rows = run(rows[:1])  # a task naming one member brings in the others
+    assert {row.status for row in rows} == {Status.SENT}
+    assert {email["idempotency_key"] for email in sandbox.emails} == {key}
+    assert len(sandbox.emails) == 3
+
+
+def test_a_batch_the_api_took_before_we_gave_up_is_not_sent_twice(sandbox, settings):
+    settings.MAILAPI = {**settings.MAILAPI, "TIMEOUT": 0.3, "RETRY_BASE_DELAY": 30.0}
+    rows = run(queue("a@example.com", "slow+800@example.com"))
+    assert {row.last_error_code for row in rows} == {"timeout"}
+    wait_for(lambda: len(sandbox.emails) == 2, timeout=10)  # the API did take it
+
+    settings.MAILAPI = {**settings.MAILAPI, "TIMEOUT": 5.0}
+    with time_machine.travel(rows[0].next_attempt_at + dt.timedelta(seconds=1), tick=True):
+        rows = run(rows)
+    assert {row.status for row in rows} == {Status.SENT}
+    assert len(sandbox.emails) == 2
+    assert sandbox.stats["replays"] == 1
+
+
+def test_quota_is_reserved_for_the_batch_and_what_does_not_fit_is_deferred(sandbox, settings):
+    settings.MAILAPI = {**settings.MAILAPI, "DAILY_LIMIT": 3}
+    rows = run(queue(*(f"u{i}@example.com" for i in range(5))))
+
+    assert [row.status for row in rows] == [Status.SENT] * 3 + [Status.DEFERRED] * 2
+    assert UsageCounter.objects.get(period="day").units_sent == 3
+    assert len(sandbox.emails) == 3
+
+
+def test_a_batch_of_100_takes_a_handful_of_queries(sandbox, django_assert_max_num_queries):
+    rows = queue(*(f"u{i}@example.com" for i in range(100)))
+    with django_assert_max_num_queries(12):
+        outbox.process([row.pk for row in rows])
+    assert OutboundEmail.objects.filter(status=Status.SENT).count() == 100
