@@ -202,7 +202,7 @@ def test_api_failing_30_percent_ends_every_email_sent_once_or_recorded(
 ):
     sandbox.fail_rate = 0.3
     start_worker(
-        {"RETRY_BASE_DELAY": 0.05, "RETRY_MAX_DELAY": 0.5, "MAX_RETRIES": 12, "BATCH_SIZE": 50}
+        {"RETRY_BASE_DELAY": 0.05, "RETRY_MAX_DELAY": 0.5, "MAX_RETRIES": 12, "BATCH_SIZE": 1}
     )
     ids = send_many(1000)
     wait_for(lambda: settled_count() == len(ids), timeout=240, interval=0.5)
