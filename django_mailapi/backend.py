@@ -19,7 +19,13 @@ from django.utils import timezone
 
 from . import signals
 from .conf import DEFAULTS, MailapiSettings, get_settings
-from .exceptions import ImproperlyConfigured, InvalidMessage, MailapiError, UnsupportedFeature
+from .exceptions import (
+    ImproperlyConfigured,
+    InvalidMessage,
+    MailapiError,
+    QuotaExceeded,
+    UnsupportedFeature,
+)
 
 logger = logging.getLogger("django_mailapi")
 
@@ -196,18 +202,19 @@ class EmailBackend(BaseEmailBackend):
             record_rejected(rejected)
         if not rows:
             return 0
-        try:
-            with transaction.atomic():
-                if conf.CHECK_QUOTA_ON_ENQUEUE:
-                    from .quota import check_enqueue
+        if conf.CHECK_QUOTA_ON_ENQUEUE:
+            from .quota import check_enqueue
 
-                    check_enqueue(rows, conf, now)
-                OutboundEmail.objects.bulk_create(rows)
-                signals.message_queued.send(sender=OutboundEmail, emails=rows)
-        except MailapiError:
-            if not self.fail_silently:
-                raise
-            return 0
+            try:
+                check_enqueue(rows, conf, now)
+            except QuotaExceeded:
+                # With fail_silently the caller asked not to hear about it: queue the
+                # emails anyway and the worker defers them like any over-quota email.
+                if not self.fail_silently:
+                    raise
+        with transaction.atomic():
+            OutboundEmail.objects.bulk_create(rows)
+            signals.message_queued.send(sender=OutboundEmail, emails=rows)
         ids = [row.pk for row in rows]
         transaction.on_commit(lambda: dispatch(ids, conf))
         return accepted

@@ -279,8 +279,29 @@ def reserve_rows(
                     granted.append(row)
                 except QuotaExceeded as one:
                     refused.append((row, one))
+        refused = [(row, _never_fits(row, exc, conf)) for row, exc in refused]
     order = {row.pk: i for i, row in enumerate(rows)}
     return sorted(holding + granted, key=lambda r: order[r.pk]), refused
+
+
+def _never_fits(row: OutboundEmail, exc: QuotaExceeded, conf: MailapiSettings) -> QuotaExceeded:
+    """A refusal, made permanent when the email alone is bigger than the limit."""
+    if exc.code not in ("daily_quota_exceeded", "monthly_quota_exceeded"):
+        return exc
+    limits = quota.limits_for(row.org, conf)
+    limit = limits.daily if exc.code == "daily_quota_exceeded" else limits.monthly
+    units = quota.units_for(row.recipient_count, conf)
+    # A limit of 0 means "nothing for now" (like a pause): waiting for it to rise is right.
+    if not limit or units <= limit:
+        return exc
+    period = "daily" if exc.code == "daily_quota_exceeded" else "monthly"
+    return QuotaExceeded(
+        f"This email needs {units} units but org {row.org!r} has a {period} limit of "
+        f"{limit}: it can never be sent under that limit.",
+        code="quota_too_small",
+        org=row.org,
+        period=exc.period,
+    )
 
 
 def _note_reservations(rows: list[OutboundEmail], units: list[int], day: dt.date) -> None:

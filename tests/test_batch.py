@@ -125,3 +125,17 @@ def test_a_batch_of_100_takes_a_handful_of_queries(sandbox, django_assert_max_nu
     with django_assert_max_num_queries(12):
         outbox.process([row.pk for row in rows])
     assert OutboundEmail.objects.filter(status=Status.SENT).count() == 100
+
+
+def test_an_email_bigger_than_the_limit_fails_instead_of_waiting_forever(sandbox, settings):
+    settings.MAILAPI = {**settings.MAILAPI, "DAILY_LIMIT": 2}
+    msg = EmailMessage(
+        "Hi", "Body", "a@example.com", ["a@example.com", "b@example.com", "c@example.com"]
+    )
+    EmailBackend().send_messages([msg])
+    (row,) = run(list(OutboundEmail.objects.all()))
+
+    assert row.status == Status.FAILED
+    assert row.last_error_code == "quota_too_small"
+    assert "never" in FailedSend.objects.get().message
+    assert sandbox.emails == []

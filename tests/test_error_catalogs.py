@@ -228,6 +228,7 @@ def test_mailapi_catalog_has_the_local_codes() -> None:
         "invalid_recipient": RetryClass.PERMANENT,
         "header_injection": RetryClass.PERMANENT,
         "invalid_content": RetryClass.PERMANENT,
+        "quota_too_small": RetryClass.PERMANENT,
         "attachment_too_large": RetryClass.PERMANENT,
         "message_too_large": RetryClass.PERMANENT,
         "too_many_recipients": RetryClass.PERMANENT,

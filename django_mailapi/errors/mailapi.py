@@ -39,6 +39,13 @@ CATALOG = Catalog(
             RetryClass.DEFER_MONTH,
         ),
         _entry(
+            "quota_too_small",
+            "The email has more recipients than the org's daily or monthly limit allows.",
+            "Waiting cannot help: the email alone is over the limit. Split it into emails with "
+            "fewer recipients, or raise the limit (`manage.py mailapi_quota ORG --daily N`), "
+            "then re-queue it with `manage.py mailapi_retry ID`.",
+        ),
+        _entry(
             "org_paused",
             "Sending is paused for this org.",
             "The email is held, not lost. When the org may send again, resume the org with "
