@@ -449,3 +449,23 @@ def test_worker_sends_through_sendr_and_records_seed_errors_with_actions(e2e):
         assert entry is not None
         assert failure.suggested_action == entry.action
     assert {e["id"] for e in e2e.emails} == {sent.provider_message_id, flaky.provider_message_id}
+
+
+@pytest.mark.django_db
+def test_outbox_sends_sendr_emails_in_one_batch_request(sendr, settings):
+    settings.MAILAPI = {**settings.MAILAPI, "PROVIDER": "sendr", "BASE_URL": sendr.url}
+    from django_mailapi import outbox
+    from django_mailapi.backend import EmailBackend
+
+    EmailBackend().send_messages(
+        [EmailMessage("Hi", "Body", "a@example.com", [f"u{i}@example.com"]) for i in range(4)]
+    )
+    rows = list(OutboundEmail.objects.order_by("pk"))
+    outbox.process([row.pk for row in rows])
+
+    assert set(OutboundEmail.objects.values_list("status", flat=True)) == {Status.SENT}
+    assert sendr.stats["requests"] == 1
+    assert all(email["batch"] for email in sendr.emails)
+    assert sorted(OutboundEmail.objects.values_list("provider_message_id", flat=True)) == sorted(
+        email["id"] for email in sendr.emails
+    )
