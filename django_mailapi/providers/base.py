@@ -305,6 +305,25 @@ class Provider:
     def local_error(self, code: str, message: str) -> SendError:
         return SendError(message, code=code, local=True)
 
+    def envelope_error(
+        self,
+        response: ApiResponse,
+        found: dict[str, Any],
+        *,
+        request_id: str = "",
+        wait: float | None = None,
+    ) -> SendError:
+        """A ``SendError`` from an error object ``{"code", "message", "details"?}``."""
+        details = found.get("details")
+        return SendError(
+            str(found.get("message") or ""),
+            code=found["code"],
+            http_status=response.status,
+            details=details if details not in (None, {}, []) else None,
+            request_id=request_id or response.headers.get("x-request-id", ""),
+            retry_after=wait if wait is not None else retry_after(response.headers),
+        )
+
     def fallback_error(self, response: ApiResponse, code: str | None = None) -> SendError:
         """An error for a body we could not read: keyed by the HTTP status."""
         snippet = " ".join(response.text.split())[:300]

@@ -42,7 +42,6 @@ from .base import (
     Provider,
     attachment_filename,
     error_object,
-    retry_after,
 )
 
 MB = 1024 * 1024
@@ -144,15 +143,7 @@ class EmitloProvider(Provider):
         found = error_object(response.json())
         if found is None:
             return self.fallback_error(response)
-        details = found.get("details")
-        return SendError(
-            str(found.get("message") or ""),
-            code=found["code"],
-            http_status=response.status,
-            details=details if details not in (None, {}, []) else None,
-            request_id=response.headers.get("x-request-id", ""),
-            retry_after=retry_after(response.headers),
-        )
+        return self.envelope_error(response, found)
 
 
 def message_body(message: dict[str, Any]) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..exceptions import SendError
-from .base import ApiResponse, error_object, retry_after
+from .base import ApiResponse, error_object
 from .resend import ResendProvider
 
 
@@ -35,6 +35,7 @@ class GenericProvider(ResendProvider):
     default_base_url = None
     max_recipients = None
     max_message_bytes = None
+    max_batch = 1  # the API documents no batch endpoint
 
     def parse_error(self, response: ApiResponse) -> SendError:
         body = response.json()
@@ -44,16 +45,8 @@ class GenericProvider(ResendProvider):
         request_id = found.get("request_id")
         if not isinstance(request_id, str) and isinstance(body, dict):
             request_id = body.get("request_id")
-        if not isinstance(request_id, str) or not request_id:
-            request_id = response.headers.get("x-request-id", "")
-        details = found.get("details")
-        return SendError(
-            str(found.get("message") or ""),
-            code=found["code"],
-            http_status=response.status,
-            details=details if details not in (None, {}, []) else None,
-            request_id=request_id,
-            retry_after=retry_after(response.headers),
+        return self.envelope_error(
+            response, found, request_id=request_id if isinstance(request_id, str) else ""
         )
 
     def wire_body(self, message: dict[str, Any]) -> dict[str, Any]:

@@ -139,15 +139,7 @@ class SendrProvider(Provider):
         wait = retry_after(response.headers)
         if wait is None and isinstance(found.get("retry_after"), (int, float)):
             wait = max(0.0, float(found["retry_after"]))
-        details = found.get("details")
-        return SendError(
-            str(found.get("message") or ""),
-            code=found["code"],
-            http_status=response.status,
-            details=details if details not in (None, {}, []) else None,
-            request_id=response.headers.get("x-request-id", ""),
-            retry_after=wait,
-        )
+        return self.envelope_error(response, found, wait=wait)
 
     # --- batch (wired into the outbox separately) --------------------------------------
     def build_batch_request(
