@@ -9,10 +9,11 @@ from pathlib import Path
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR = BASE_DIR / "var"
-VAR.mkdir(exist_ok=True)
-
 env = environ.Env()
+# Where SQLite, the filesystem broker and the worker log live (the tests use a temp dir).
+VAR = Path(env("EXAMPLE_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR.mkdir(parents=True, exist_ok=True)
+
 if (BASE_DIR / ".env").exists():
     environ.Env.read_env(BASE_DIR / ".env")
 

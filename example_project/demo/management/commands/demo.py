@@ -22,6 +22,7 @@ from django_mailapi.models import FailedSend, OrgQuota, OutboundEmail, Status, U
 from django_mailapi.sandbox import SandboxServer
 
 PROJECT_DIR = Path(settings.BASE_DIR)
+VAR = Path(settings.VAR)
 
 
 class Command(BaseCommand):
@@ -45,13 +46,13 @@ class Command(BaseCommand):
     def _clear(self) -> None:
         for model in (FailedSend, OutboundEmail, UsageCounter, OrgQuota):
             model.objects.all().delete()
-        broker = PROJECT_DIR / "var" / "broker"
+        broker = VAR / "broker"
         if broker.is_dir():
             for stale in broker.iterdir():
                 stale.unlink()
 
     def _start_worker(self, sandbox_url: str) -> subprocess.Popen[bytes]:
-        log = PROJECT_DIR / "var" / "worker.log"
+        log = VAR / "worker.log"
         env = {**os.environ, "MAILAPI_BASE_URL": sandbox_url}
         command = [
             sys.executable, "-m", "celery", "-A", "example_project", "worker",

@@ -1,0 +1,41 @@
+"""The embedded default path: SQLite, kombu's filesystem broker, a real worker process and
+the sandbox, exactly as `make demo` runs it, with no server of any kind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_sends_through_a_real_worker_on_sqlite_and_a_filesystem_broker(tmp_path):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in ("DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE", "MAILAPI_BASE_URL")
+    }
+    env["EXAMPLE_VAR_DIR"] = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "demo"],
+        cwd=ROOT / "example_project",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert (tmp_path / "db.sqlite3").exists()
+    assert "The sandbox received 6 emails." in out
+    lines = out.splitlines()
+    assert sum(" sent " in line for line in lines) == 6
+    assert sum(" deferred " in line and "daily_quota_exceeded" in line for line in lines) == 2
+    assert any("invalid_from_address  422    no" in line for line in lines)
+    assert any("validation_error      403    no" in line for line in lines)
+    assert "acme     3 / 3" in out
+    assert "http://127.0.0.1:8000/admin/" in out
