@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench clean
+.PHONY: demo test test-compat lint typecheck check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,22 @@ check: $(STAMP)
 test: $(STAMP) lint typecheck check
 	$(PY) -m pytest --cov --cov-report=term --cov-fail-under=$$(cat .coverage-floor) $(PYTEST_ARGS)
 
+# The suite (less the slow fault tests) on the other supported Django versions:
+# 4.2 on this Python, 6.1 on Python 3.12 (found on PATH or under pyenv).
+PY312 ?= $(shell command -v python3.12 || ls -d $$HOME/.pyenv/versions/3.12*/bin/python 2>/dev/null | tail -n 1)
+COMPAT_ARGS = -q -p no:randomly -p no:cacheprovider --ignore=tests/test_delivery.py
+
+test-compat:
+	$(PYTHON) -m venv .venv-dj42
+	.venv-dj42/bin/python -m pip install --quiet -e '.[dev]' 'django>=4.2,<4.3'
+	.venv-dj42/bin/python -m pytest $(COMPAT_ARGS)
+	@test -n "$(PY312)" || { echo "Python 3.12 not found: cannot test Django 6.1"; exit 1; }
+	$(PY312) -m venv .venv-dj61
+	.venv-dj61/bin/python -m pip install --quiet -e '.[dev]' 'django>=6.1,<6.2'
+	.venv-dj61/bin/python -m pytest $(COMPAT_ARGS)
+
 bench: $(STAMP)
 	$(PY) tests/benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage example_project/var
+	rm -rf $(VENV) .venv-dj42 .venv-dj61 .pytest_cache .mypy_cache .ruff_cache .coverage example_project/var

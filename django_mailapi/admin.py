@@ -188,8 +188,9 @@ class HttpStatusFilter(admin.SimpleListFilter):
 class LeanChangeList(ChangeList):
     """A changelist that does not load the (possibly large) email payloads."""
 
-    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Any]:
-        queryset = super().get_queryset(request, exclude_parameters)
+    def get_queryset(self, request: HttpRequest, *args: Any) -> QuerySet[Any]:
+        # *args: Django 5.0 added exclude_parameters; 4.2 has none.
+        queryset = super().get_queryset(request, *args)
         if queryset.model is OutboundEmail:
             queryset = queryset.defer("payload")
         return queryset

@@ -6,7 +6,7 @@ import base64
 import logging
 import uuid
 from collections.abc import Sequence
-from email.mime.base import MIMEBase
+from email.message import Message
 from email.utils import parseaddr
 from typing import Any
 
@@ -71,7 +71,7 @@ def _addresses(values: Sequence[Any], code: str, what: str) -> list[str]:
 
 
 def _attachment(item: Any, provider: str) -> dict[str, Any]:
-    if isinstance(item, MIMEBase):
+    if isinstance(item, Message):  # MIMEBase, or Django 6.1's MIMEPart
         if item.is_multipart():
             raise UnsupportedFeature("multipart MIME attachments", provider)
         raw = item.get_payload(decode=True)
@@ -163,7 +163,9 @@ class EmailBackend(BaseEmailBackend):
     def __init__(self, fail_silently: bool = False, **kwargs: Any) -> None:
         options = {k: kwargs.pop(k) for k in list(kwargs) if k.upper() in DEFAULTS}
         alias = kwargs.pop("alias", None)
-        super().__init__(fail_silently=fail_silently, **kwargs)
+        # Django 6.1 wants backends that support fail_silently to keep it themselves.
+        super().__init__(**kwargs)
+        self.fail_silently = fail_silently
         self.mailer = str(alias or getattr(self, "alias", "") or "")
         self.conf = (
             MailapiSettings(options, mailer=self.mailer) if options else get_settings(self.mailer)

@@ -606,7 +606,7 @@ def retry_now(queryset: QuerySet[OutboundEmail]) -> int:
     now = timezone.now()
     rows = list(
         queryset.filter(status__in=[Status.FAILED, Status.DEFERRED, Status.QUEUED])
-        .exclude(payload=None)
+        .filter(payload__isnull=False)
         .values_list("pk", "mailer")
     )
     if not rows:

@@ -302,3 +302,22 @@ def test_serialize_message_is_usable_without_the_backend():
     payload = serialize_message(msg)
     assert payload["to"] == ["b@example.com"]
     assert payload["attachments"] == []
+
+
+def test_mimepart_inline_images_of_django_61_are_carried_too():
+    from email.message import MIMEPart
+
+    part = MIMEPart()
+    part.set_content(PNG, maintype="image", subtype="png", disposition="inline", filename="logo.png")
+    part["Content-ID"] = "<logo>"
+    msg = EmailMultiAlternatives("Hi", "text", "a@example.com", ["b@example.com"])
+    msg.attach_alternative('<img src="cid:logo">', "text/html")
+    msg.attachments.append(part)  # what attach(part) does on Django 6.1
+
+    (logo,) = serialize_message(msg, "resend")["attachments"]
+    assert (logo["filename"], logo["content_id"], logo["content_type"]) == (
+        "logo.png",
+        "logo",
+        "image/png",
+    )
+    assert base64.b64decode(logo["content"]) == PNG

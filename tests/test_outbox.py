@@ -294,3 +294,12 @@ def test_sent_and_failed_signals_fire(sandbox):
         signals.send_failed.receivers.clear()
     assert seen == [("sent", ok.pk), ("failed", "not_found")]
     assert FailedSend.objects.count() == 1
+
+
+def test_retry_now_leaves_emails_whose_payload_is_gone(sandbox, django_capture_on_commit_callbacks):
+    row = process(queue("invalid_from_address@fail.sandbox.test"))
+    OutboundEmail.objects.filter(pk=row.pk).update(payload=None)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert outbox.retry_now(OutboundEmail.objects.filter(pk=row.pk)) == 0
+    row.refresh_from_db()
+    assert row.status == Status.FAILED
