@@ -38,9 +38,6 @@ class OutboundEmailQuerySet(models.QuerySet["OutboundEmail"]):
             | models.Q(status=Status.SENDING, leased_until__lt=now)
         )
 
-    def failed(self) -> OutboundEmailQuerySet:
-        return self.filter(status=Status.FAILED)
-
 
 class OutboundEmail(models.Model):
     """One message on its way to the API."""

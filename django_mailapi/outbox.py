@@ -11,7 +11,8 @@ A claim is one conditional UPDATE that takes a lease, so two workers can never b
 send the same row; a worker that dies leaves a lease that runs out, and the row is
 claimed again. Every retry reuses the row's Idempotency-Key, so if the first worker's
 request did reach the API, the API answers the retry with the original email instead
-of sending a second one. No lock is held during an HTTP call.
+of sending a second one. Emails sent in one batch request share that request's key
+(``batch_key``) and are retried together under it. No lock is held during an HTTP call.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from django.utils import timezone
 from . import errors, quota, ratelimit, signals
 from .conf import MailapiSettings, get_settings
 from .exceptions import MailapiError, QuotaExceeded, SendError
-from .models import FailedSend, OutboundEmail, Status
+from .models import RETRYABLE, FailedSend, OutboundEmail, Status
 from .providers import BUILTIN, get_provider, resolve_provider_class
 from .providers.base import Provider
 
@@ -134,8 +135,11 @@ class Delivery:
         ready = self.checked(provider)
         ready = self.reserved(ready)
         size = min(self.conf.BATCH_SIZE, provider.max_batch)
-        batchable = [r for r in ready if size > 1 and provider.can_batch(r.payload or {})]
-        singles = [r for r in ready if r not in set(batchable)]
+        batchable: list[OutboundEmail] = []
+        singles: list[OutboundEmail] = []
+        for row in ready:
+            fits = size > 1 and row.payload is not None and provider.can_batch(row.payload)
+            (batchable if fits else singles).append(row)
         for batch_key, chunk in self.batches(batchable, size):
             self.send_batch(provider, api_key, batch_key, chunk)
         for row in singles:
@@ -348,10 +352,6 @@ def record_sent_many(sent: list[tuple[OutboundEmail, str]], conf: MailapiSetting
         signals.message_sent.send(sender=OutboundEmail, email=row)
 
 
-def record_sent(row: OutboundEmail, message_id: str, conf: MailapiSettings) -> None:
-    record_sent_many([(row, message_id)], conf)
-
-
 def backoff(attempt: int, conf: MailapiSettings) -> float:
     """Exponential backoff with full jitter in its upper half, capped."""
     ceiling = min(conf.RETRY_MAX_DELAY, conf.RETRY_BASE_DELAY * 2 ** max(0, attempt - 1))
@@ -494,12 +494,6 @@ def record_failures(
     return outcomes
 
 
-def record_failure(row: OutboundEmail, error: SendError, conf: MailapiSettings) -> str:
-    """Record one failed attempt (see record_failures). Returns the outcome."""
-    (outcome,) = record_failures([(row, error)], conf)
-    return outcome
-
-
 def _failure(
     row: OutboundEmail, error: SendError, will_retry: bool, now: dt.datetime
 ) -> FailedSend:
@@ -605,7 +599,7 @@ def retry_now(queryset: QuerySet[OutboundEmail]) -> int:
 
     now = timezone.now()
     rows = list(
-        queryset.filter(status__in=[Status.FAILED, Status.DEFERRED, Status.QUEUED])
+        queryset.filter(status__in=RETRYABLE)
         .filter(payload__isnull=False)
         .values_list("pk", "mailer")
     )
