@@ -308,7 +308,9 @@ def test_mimepart_inline_images_of_django_61_are_carried_too():
     from email.message import MIMEPart
 
     part = MIMEPart()
-    part.set_content(PNG, maintype="image", subtype="png", disposition="inline", filename="logo.png")
+    part.set_content(
+        PNG, maintype="image", subtype="png", disposition="inline", filename="logo.png"
+    )
     part["Content-ID"] = "<logo>"
     msg = EmailMultiAlternatives("Hi", "text", "a@example.com", ["b@example.com"])
     msg.attach_alternative('<img src="cid:logo">', "text/html")
