@@ -31,7 +31,8 @@ test: $(STAMP) lint typecheck check
 
 # The suite (less the slow fault tests) on the other supported Django versions:
 # 4.2 on this Python, 6.1 on Python 3.12 (found on PATH or under pyenv).
-PY312 ?= $(shell command -v python3.12 || ls -d $$HOME/.pyenv/versions/3.12*/bin/python 2>/dev/null | tail -n 1)
+PY312 ?= $(shell for p in $$HOME/.pyenv/versions/3.12*/bin/python $$(command -v python3.12); do \
+	"$$p" -c "import sys" 2>/dev/null && { echo "$$p"; break; }; done)
 COMPAT_ARGS = -q -p no:randomly -p no:cacheprovider --ignore=tests/test_delivery.py
 
 test-compat:
