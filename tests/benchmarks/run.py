@@ -538,7 +538,7 @@ def targets(results: list[Result]) -> list[dict[str, Any]]:
             "scenario": key,
             "ratio": None if ratio is None else round(ratio, 2),
             "needed": floor,
-            "met": ratio is not None and ratio >= floor,
+            "met": None if ratio is None else ratio >= floor,  # None: not run
         }
 
     return [
@@ -586,6 +586,9 @@ def main() -> None:
         "--sandbox-as-shipped",
         action="store_true",
         help="Leave Nagle's algorithm on in the sandbox (about 40 ms per request).",
+    )
+    parser.add_argument(
+        "--output", default="latest.json", help="File name for the JSON, in results/."
     )
     parser.add_argument("--emails", type=int, default=N, help="Emails per throughput scenario.")
     parser.add_argument(
@@ -723,13 +726,13 @@ def main() -> None:
         "targets": targets(results),
         "profiles": profiles,
     }
-    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / args.output).write_text(json.dumps(report, indent=2) + "\n")
 
     say("")
     say(table(results))
     say("")
     for target in report["targets"]:
-        verdict = "met" if target["met"] else "NOT met"
+        verdict = {True: "met", False: "NOT met", None: "not run"}[target["met"]]
         say(f"  {verdict:<8} {target['target']} (ratio {target['ratio']})")
     for profile in profiles:
         seconds = profile["seconds"]
@@ -747,7 +750,7 @@ def main() -> None:
     )
     if info["peer_note"]:
         say(info["peer_note"])
-    say(f"Written: {(RESULTS / 'latest.json').relative_to(ROOT)}; took {report['total_seconds']} s")
+    say(f"Written: {(RESULTS / args.output).relative_to(ROOT)}; took {report['total_seconds']} s")
 
 
 if __name__ == "__main__":
