@@ -1,0 +1,757 @@
+"""``make bench``: django-mailapi against django-celery-email + django-anymail, end to end.
+
+Everything runs on this machine, in one go, against the same services:
+
+* PostgreSQL at DATABASE_URL (default postgres://postgres@127.0.0.1:5432/): a database
+  ``mailapi_bench`` (BENCH_DATABASE_NAME) is dropped and created for each run;
+* Redis at REDIS_URL (default redis://127.0.0.1:6379/14), flushed before each scenario;
+* the sandbox provider (a fresh ``SandboxServer`` on loopback per scenario);
+* real ``celery worker`` processes: one, solo pool, same Celery settings for both sides.
+
+The peer lives in its own virtualenv (tests/benchmarks/.peer-venv, built on first use):
+it is not a dependency of django-mailapi. Results: a table on stdout,
+tests/benchmarks/results/latest.json, and profile-*.txt for the worker profile. Nothing
+here asserts a timing. See tests/benchmarks/README.md for what each scenario means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+import redis  # noqa: E402
+
+from django_mailapi.sandbox import SandboxServer  # noqa: E402
+from django_mailapi.sandbox import server as sandbox_server  # noqa: E402
+
+BENCH = ROOT / "tests" / "benchmarks"
+RESULTS = BENCH / "results"
+PEER_VENV = BENCH / ".peer-venv"
+PEER_PYTHON = PEER_VENV / "bin" / "python"
+OURS_PYTHON = Path(sys.executable)
+QUEUE = "mailapi-bench"
+
+#: What the peer virtualenv holds, besides Django (pinned below).
+PEER_PACKAGES = [
+    "django-celery-email",
+    "django-anymail[resend]",
+    "celery[redis]",
+    "redis",
+    "psycopg[binary]",
+    "requests",
+]
+#: Used for the peer when django-celery-email does not work with our Django version.
+PEER_FALLBACK_DJANGO = "django>=4.2,<5.0"
+
+N = 2000  # emails per throughput scenario
+N_LIMITED = 500  # emails per rate-limited scenario
+SANDBOX_RATE = 5.0  # requests per second the sandbox allows in the rate-limited scenarios
+PEER_LIMITED_STOP = 120.0  # seconds after which the rate-limited peer is stopped
+DELIVER_TIMEOUT = 300.0  # bound on any other delivery scenario
+
+
+def sandbox_nodelay(on: bool) -> None:
+    """TCP_NODELAY on the sandbox's connections (socketserver's own switch).
+
+    The sandbox writes a response's headers and body in two send() calls. Without
+    TCP_NODELAY the body waits for the client's delayed ACK: about 40 ms per request on
+    Linux loopback, which would make every one-request-per-email scenario measure that
+    stall instead of the client. ``--sandbox-as-shipped`` leaves it off.
+    """
+    sandbox_server._Handler.disable_nagle_algorithm = on
+
+
+# --- processes: every one we start is killed on the way out -----------------------------
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def _kill_children() -> None:
+    for proc in _children:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+
+
+def _exit_on_signal(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+atexit.register(_kill_children)
+signal.signal(signal.SIGTERM, _exit_on_signal)
+signal.signal(signal.SIGHUP, _exit_on_signal)
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# --- configuration -------------------------------------------------------------------------
+@dataclass
+class Services:
+    server_url: str  # PostgreSQL server, any database
+    db_name: str
+    redis_url: str
+
+    def db_url(self, name: str | None = None) -> str:
+        parts = urlparse(self.server_url)
+        return urlunparse(parts._replace(path=f"/{name or self.db_name}"))
+
+    @classmethod
+    def from_env(cls) -> Services:
+        return cls(
+            server_url=os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/",
+            db_name=os.environ.get("BENCH_DATABASE_NAME", "mailapi_bench"),
+            redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/14"),
+        )
+
+
+def child_env(services: Services, settings: str, **extra: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": settings,
+        "BENCH_DATABASE_URL": services.db_url(),
+        "BENCH_REDIS_URL": services.redis_url,
+        "BENCH_QUEUE": QUEUE,
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    for name in ("VIRTUAL_ENV", "DATABASE_URL", "REDIS_URL", "MAILAPI_REQUIRE_SERVICES"):
+        env.pop(name, None)
+    env.update(extra)
+    return env
+
+
+def ours_env(services: Services, sandbox: SandboxServer, **mailapi: Any) -> dict[str, str]:
+    rate = mailapi.get("RATE_LIMIT")
+    return child_env(
+        services,
+        "tests.benchmarks.settings_ours",
+        BENCH_SANDBOX_URL=sandbox.url,
+        BENCH_BATCH_SIZE=str(mailapi.get("BATCH_SIZE", 100)),
+        BENCH_RATE_LIMIT="" if rate is None else str(rate),
+    )
+
+
+def peer_env(services: Services, sandbox: SandboxServer) -> dict[str, str]:
+    return child_env(services, "tests.benchmarks.settings_peer", BENCH_SANDBOX_URL=sandbox.url)
+
+
+# --- the peer's virtualenv -----------------------------------------------------------------
+def _pip_install(requirements: list[str]) -> None:
+    subprocess.run(
+        [str(PEER_PYTHON), "-m", "pip", "install", "--quiet", *requirements],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _peer_works(services: Services) -> str | None:
+    """Send one email through django-celery-email's task body and anymail to a sandbox.
+
+    Returns None if it arrived, else what went wrong.
+    """
+    snippet = (
+        "import django, json; django.setup()\n"
+        "from django.core.mail import EmailMultiAlternatives\n"
+        "from djcelery_email.tasks import send_emails\n"
+        "from djcelery_email.utils import email_to_dict\n"
+        "m = EmailMultiAlternatives('smoke', 'text', 'a@example.com', ['b@example.com'])\n"
+        "m.attach_alternative('<p>html</p>', 'text/html')\n"
+        "print(send_emails(json.loads(json.dumps([email_to_dict(m)]))))\n"
+    )
+    with SandboxServer(port=0) as sandbox:
+        done = subprocess.run(
+            [str(PEER_PYTHON), "-c", snippet],
+            env=peer_env(services, sandbox),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if sandbox.stats["accepted"] == 1 and done.returncode == 0:
+            return None
+    return (done.stderr or done.stdout).strip()[-600:] or "no email reached the sandbox"
+
+
+def peer_venv(services: Services) -> dict[str, Any]:
+    """Build (once) and check the peer virtualenv; returns what went into it."""
+    ours_django = importlib.metadata.version("django")
+    wanted = [*PEER_PACKAGES, f"django=={ours_django}"]
+    stamp = PEER_VENV / ".installed"
+    note = ""
+    if not stamp.exists() or json.loads(stamp.read_text()).get("wanted") != wanted:
+        say(f"Building the peer virtualenv in {PEER_VENV.relative_to(ROOT)} (first run only)...")
+        if not PEER_PYTHON.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+        _pip_install(wanted)
+        problem = _peer_works(services)
+        if problem is not None:
+            note = (
+                f"django-celery-email did not work with Django {ours_django} "
+                f"({problem.splitlines()[-1] if problem else '?'}); the peer runs on "
+                f"{PEER_FALLBACK_DJANGO}."
+            )
+            say(note)
+            _pip_install([PEER_FALLBACK_DJANGO])
+            problem = _peer_works(services)
+            if problem is not None:
+                raise SystemExit(f"The peer does not work in {PEER_VENV}:\n{problem}")
+        stamp.write_text(json.dumps({"wanted": wanted, "note": note}))
+    else:
+        note = json.loads(stamp.read_text()).get("note", "")
+    versions = subprocess.run(
+        [
+            str(PEER_PYTHON),
+            "-c",
+            "import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in "
+            "['django', 'celery', 'django-celery-email', 'django-anymail', 'requests', 'kombu']}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {"versions": json.loads(versions.stdout), "note": note}
+
+
+# --- services ------------------------------------------------------------------------------
+def recreate_database(services: Services) -> None:
+    with psycopg.connect(services.db_url("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{services.db_name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{services.db_name}"')
+    subprocess.run(
+        [str(OURS_PYTHON), "-m", "django", "migrate", "--noinput", "-v", "0"],
+        env=child_env(services, "tests.benchmarks.settings_ours"),
+        cwd=ROOT,
+        check=True,
+    )
+
+
+def drop_database(services: Services) -> None:
+    with (
+        contextlib.suppress(psycopg.Error),
+        psycopg.connect(services.db_url("postgres"), autocommit=True) as conn,
+    ):
+        conn.execute(f'DROP DATABASE IF EXISTS "{services.db_name}" WITH (FORCE)')
+
+
+def clean_slate(services: Services) -> None:
+    """Empty the outbox tables and the broker's database before a scenario."""
+    with psycopg.connect(services.db_url(), autocommit=True) as conn:
+        conn.execute(
+            "TRUNCATE django_mailapi_failedsend, django_mailapi_outboundemail,"
+            " django_mailapi_usagecounter"
+        )
+    redis.Redis.from_url(services.redis_url).flushdb()
+
+
+def outbox_counts(services: Services) -> dict[str, int]:
+    with psycopg.connect(services.db_url()) as conn:
+        rows = conn.execute(
+            "SELECT status, count(*) FROM django_mailapi_outboundemail GROUP BY status"
+        ).fetchall()
+        failed = conn.execute("SELECT count(*) FROM django_mailapi_failedsend").fetchone()
+    counts = {str(status): int(count) for status, count in rows}
+    counts["failed_attempts_recorded"] = int(failed[0]) if failed else 0
+    return counts
+
+
+@contextlib.contextmanager
+def worker(python: Path, env: dict[str, str], name: str) -> Iterator[None]:
+    """A real ``celery worker`` (solo pool) for the duration of the block."""
+    log = RESULTS / f"worker-{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(python),
+                "-m",
+                "celery",
+                "-A",
+                "tests.benchmarks.celeryapp",
+                "worker",
+                "-P",
+                "solo",
+                "-Q",
+                QUEUE,
+                "-n",
+                f"bench-{name}-{os.getpid()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "INFO",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, killed as one
+        )
+    _children.append(proc)
+    try:
+        deadline = time.monotonic() + 60
+        while "ready." not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"celery worker did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def run_json(cmd: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
+    """Run a helper script; its last stdout line is a JSON object."""
+    done = subprocess.run(
+        cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{Path(cmd[1]).name} failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def driver(
+    python: Path, env: dict[str, str], mode: str, n: int, timeout: float = DELIVER_TIMEOUT
+) -> dict[str, Any]:
+    cmd = [str(python), str(BENCH / "driver.py"), mode, "--n", str(n), "--timeout", str(timeout)]
+    return run_json(cmd, env, timeout + 120)
+
+
+# --- scenarios -----------------------------------------------------------------------------
+@dataclass
+class Result:
+    key: str
+    label: str
+    group: str  # rows are compared with the peer's row of the same group
+    side: str  # ours | peer | raw
+    emails: int
+    delivered: int
+    seconds: float | None
+    enqueue_s: float | None = None
+    rate_limited: int | None = None  # 429s the sandbox answered
+    requests: int | None = None  # API requests the sandbox received
+    duplicates: int | None = None
+    outbox: dict[str, int] | None = None
+    ratio_vs_peer: float | None = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def emails_per_s(self) -> float | None:
+        return self.delivered / self.seconds if self.seconds else None
+
+
+def duplicates(sandbox: SandboxServer) -> int:
+    emails = sandbox.emails
+    return len(emails) - len({tuple(e["payload"].get("to") or ()) for e in emails})
+
+
+def enqueue_scenario(services: Services, side: str) -> Result:
+    clean_slate(services)
+    with SandboxServer(port=0) as sandbox:
+        if side == "ours":
+            out = driver(OURS_PYTHON, ours_env(services, sandbox), "enqueue", N)
+            label = "enqueue: ours, EmailBackend.send_messages"
+        else:
+            out = driver(PEER_PYTHON, peer_env(services, sandbox), "enqueue", N)
+            label = "enqueue: peer, CeleryEmailBackend.send_messages"
+    # The tasks must really be on the broker (the warm-up email's too).
+    tasks = int(redis.Redis.from_url(services.redis_url).llen(QUEUE))  # type: ignore[arg-type]
+    if not tasks:
+        raise RuntimeError(f"{side}: send_messages published no task to {QUEUE}")
+    return Result(
+        key=f"enqueue-{side}",
+        label=label,
+        group="enqueue",
+        side=side,
+        emails=N,
+        delivered=N,
+        seconds=out["enqueue_s"],
+        enqueue_s=out["enqueue_s"],
+        note=f"no worker running; {tasks} tasks on the broker afterwards",
+        extra={"tasks_published": tasks},
+    )
+
+
+def deliver_scenario(
+    services: Services,
+    *,
+    key: str,
+    label: str,
+    group: str,
+    side: str,
+    n: int,
+    sandbox_rate: float | None = None,
+    timeout: float = DELIVER_TIMEOUT,
+    **mailapi: Any,
+) -> Result:
+    clean_slate(services)
+    with SandboxServer(port=0, rate_limit=sandbox_rate) as sandbox:
+        if side == "ours":
+            python, env = OURS_PYTHON, ours_env(services, sandbox, **mailapi)
+        else:
+            python, env = PEER_PYTHON, peer_env(services, sandbox)
+        with worker(python, env, key):
+            out = driver(python, env, "deliver", n, timeout)
+        stats = sandbox.stats
+        dups = duplicates(sandbox)
+    note = ""
+    if out["seconds"] is None:
+        note = f"stopped after {out['stopped_after_s']:.0f} s with {out['delivered']} of {n}"
+    return Result(
+        key=key,
+        label=label,
+        group=group,
+        side=side,
+        emails=n,
+        delivered=int(out["delivered"]),
+        seconds=out["seconds"] if out["seconds"] is not None else out["stopped_after_s"],
+        enqueue_s=out["enqueue_s"],
+        rate_limited=int(stats["rate_limited"]),
+        requests=int(stats["requests"]),
+        duplicates=dups,
+        outbox=outbox_counts(services) if side == "ours" else None,
+        note=note,
+        extra={"mailapi": mailapi} if mailapi else {},
+    )
+
+
+def raw_scenario(services: Services, batch: int) -> Result:
+    with SandboxServer(port=0) as sandbox:
+        out = run_json(
+            [
+                str(OURS_PYTHON),
+                str(BENCH / "raw_ceiling.py"),
+                "--url",
+                sandbox.url,
+                "--n",
+                str(N),
+                "--batch",
+                str(batch),
+            ],
+            child_env(services, "tests.benchmarks.settings_ours"),
+            DELIVER_TIMEOUT,
+        )
+        accepted, stats = sandbox.stats["accepted"], sandbox.stats
+    what = "POST /emails, one per email" if batch == 1 else f"POST /emails/batch of {batch}"
+    return Result(
+        key=f"raw-{'single' if batch == 1 else f'batch{batch}'}",
+        label=f"raw ceiling: requests.Session, {what}",
+        group="e2e",
+        side="raw",
+        emails=N,
+        delivered=int(accepted),
+        seconds=out["seconds"],
+        requests=int(stats["requests"]),
+        rate_limited=int(stats["rate_limited"]),
+        note="one process, no Django, no database, no broker",
+    )
+
+
+def profile_scenario(services: Services, batch_size: int) -> dict[str, Any]:
+    clean_slate(services)
+    with SandboxServer(port=0) as sandbox:
+        out = run_json(
+            [
+                str(OURS_PYTHON),
+                str(BENCH / "profile_worker.py"),
+                "--batch-size",
+                str(batch_size),
+                "--n",
+                str(N),
+                "--out",
+                str(RESULTS / f"profile-batch{batch_size}.txt"),
+            ],
+            ours_env(services, sandbox, BATCH_SIZE=batch_size),
+            DELIVER_TIMEOUT * 2,
+        )
+    return out
+
+
+# --- report --------------------------------------------------------------------------------
+def add_ratios(results: list[Result]) -> None:
+    peers = {r.group: r for r in results if r.side == "peer"}
+    for result in results:
+        peer = peers.get(result.group)
+        if peer is None or result is peer:
+            continue
+        ours, theirs = result.emails_per_s, peer.emails_per_s
+        if ours and theirs:
+            result.ratio_vs_peer = ours / theirs
+
+
+def table(results: list[Result]) -> str:
+    header = (
+        f"{'scenario':<58} {'emails':>11} {'seconds':>8} {'emails/s':>9} {'vs peer':>8} {'429s':>5}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in results:
+        emails = f"{r.delivered:,}" if r.delivered == r.emails else f"{r.delivered} of {r.emails}"
+        seconds = f"{r.seconds:.2f}" if r.seconds is not None else "-"
+        rate = f"{r.emails_per_s:,.1f}" if r.emails_per_s else "-"
+        if r.side == "peer":
+            ratio = "1.0x"
+        elif r.ratio_vs_peer is not None:
+            ratio = f"{r.ratio_vs_peer:,.1f}x"
+        else:
+            ratio = "-"
+        limited = "-" if r.rate_limited is None else str(r.rate_limited)
+        lines.append(f"{r.label:<58} {emails:>11} {seconds:>8} {rate:>9} {ratio:>8} {limited:>5}")
+    return "\n".join(lines)
+
+
+def targets(results: list[Result]) -> list[dict[str, Any]]:
+    by_key = {r.key: r for r in results}
+
+    def check(name: str, key: str, floor: float) -> dict[str, Any]:
+        result = by_key.get(key)
+        ratio = result.ratio_vs_peer if result else None
+        return {
+            "target": name,
+            "scenario": key,
+            "ratio": None if ratio is None else round(ratio, 2),
+            "needed": floor,
+            "met": None if ratio is None else ratio >= floor,  # None: not run
+        }
+
+    return [
+        check("batching on: end-to-end >= 5x the peer, no rate limit", "e2e-ours-batch100", 5),
+        check("5 req/s limit: >= 50x the peer's emails/s (RATE_LIMIT=5)", "limited-ours-rl5", 50),
+        check("5 req/s limit: >= 50x the peer's emails/s (no RATE_LIMIT)", "limited-ours", 50),
+        check("BATCH_SIZE=1: not slower than the peer", "e2e-ours-batch1", 1),
+    ]
+
+
+def machine(services: Services, peer: dict[str, Any]) -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with psycopg.connect(services.db_url()) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    info = redis.Redis.from_url(services.redis_url).info("server")
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "ours": {
+            p: importlib.metadata.version(p)
+            for p in ("django", "celery", "kombu", "requests", "psycopg")
+        },
+        "peer": peer["versions"],
+        "peer_note": peer["note"],
+        "postgresql": row[0] if row else "?",
+        "redis": info.get("redis_version", "?"),
+    }
+
+
+def main() -> None:
+    global N, N_LIMITED
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--skip-profile", action="store_true", help="Leave out the worker profile.")
+    parser.add_argument(
+        "--skip-limited", action="store_true", help="Leave out the rate-limited scenarios."
+    )
+    parser.add_argument(
+        "--sandbox-as-shipped",
+        action="store_true",
+        help="Leave Nagle's algorithm on in the sandbox (about 40 ms per request).",
+    )
+    parser.add_argument(
+        "--output", default="latest.json", help="File name for the JSON, in results/."
+    )
+    parser.add_argument("--emails", type=int, default=N, help="Emails per throughput scenario.")
+    parser.add_argument(
+        "--limited-emails", type=int, default=N_LIMITED, help="Emails per rate-limited scenario."
+    )
+    args = parser.parse_args()
+    N, N_LIMITED = args.emails, args.limited_emails
+
+    started = time.monotonic()
+    sandbox_nodelay(not args.sandbox_as_shipped)
+    services = Services.from_env()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    say(f"PostgreSQL database {services.db_url()} (recreated), Redis {services.redis_url}")
+    peer = peer_venv(services)
+    recreate_database(services)
+    results: list[Result] = []
+    profiles: list[dict[str, Any]] = []
+    try:
+        plan: list[tuple[str, Any]] = [
+            ("enqueue 2,000: ours", lambda: enqueue_scenario(services, "ours")),
+            ("enqueue 2,000: peer", lambda: enqueue_scenario(services, "peer")),
+            (
+                "end to end 2,000: ours, BATCH_SIZE=100",
+                lambda: deliver_scenario(
+                    services,
+                    key="e2e-ours-batch100",
+                    label="end to end: ours, BATCH_SIZE=100 (default)",
+                    group="e2e",
+                    side="ours",
+                    n=N,
+                    BATCH_SIZE=100,
+                ),
+            ),
+            (
+                "end to end 2,000: peer",
+                lambda: deliver_scenario(
+                    services,
+                    key="e2e-peer",
+                    label="end to end: peer, django-celery-email + anymail",
+                    group="e2e",
+                    side="peer",
+                    n=N,
+                ),
+            ),
+            (
+                "end to end 2,000: ours, BATCH_SIZE=1",
+                lambda: deliver_scenario(
+                    services,
+                    key="e2e-ours-batch1",
+                    label="end to end: ours, BATCH_SIZE=1 (no batching)",
+                    group="e2e",
+                    side="ours",
+                    n=N,
+                    BATCH_SIZE=1,
+                ),
+            ),
+            ("raw ceiling: one POST per email", lambda: raw_scenario(services, 1)),
+            ("raw ceiling: batches of 100", lambda: raw_scenario(services, 100)),
+        ]
+        if not args.skip_limited:
+            plan += [
+                (
+                    "sandbox at 5 req/s, 500: ours, RATE_LIMIT=5",
+                    lambda: deliver_scenario(
+                        services,
+                        key="limited-ours-rl5",
+                        label="5 req/s sandbox: ours, RATE_LIMIT=5",
+                        group="limited",
+                        side="ours",
+                        n=N_LIMITED,
+                        sandbox_rate=SANDBOX_RATE,
+                        BATCH_SIZE=100,
+                        RATE_LIMIT=SANDBOX_RATE,
+                    ),
+                ),
+                (
+                    "sandbox at 5 req/s, 500: ours, no RATE_LIMIT",
+                    lambda: deliver_scenario(
+                        services,
+                        key="limited-ours",
+                        label="5 req/s sandbox: ours, no RATE_LIMIT",
+                        group="limited",
+                        side="ours",
+                        n=N_LIMITED,
+                        sandbox_rate=SANDBOX_RATE,
+                        BATCH_SIZE=100,
+                    ),
+                ),
+                (
+                    f"sandbox at 5 req/s, 500: peer (stopped after {PEER_LIMITED_STOP:.0f} s)",
+                    lambda: deliver_scenario(
+                        services,
+                        key="limited-peer",
+                        label=f"5 req/s sandbox: peer (stopped at {PEER_LIMITED_STOP:.0f} s)",
+                        group="limited",
+                        side="peer",
+                        n=N_LIMITED,
+                        sandbox_rate=SANDBOX_RATE,
+                        timeout=PEER_LIMITED_STOP,
+                    ),
+                ),
+            ]
+        for title, scenario in plan:
+            say(f"  {title} ...")
+            result = scenario()
+            results.append(result)
+            rate = f"{result.emails_per_s:,.1f} emails/s" if result.emails_per_s else ""
+            say(f"    {result.delivered} emails in {result.seconds:.2f} s  {rate}  {result.note}")
+        if not args.skip_profile:
+            for batch_size in (100, 1):
+                say(f"  profile: outbox.process in one process, BATCH_SIZE={batch_size} ...")
+                profiles.append(profile_scenario(services, batch_size))
+                say(f"    {profiles[-1]['file']}")
+        info = machine(services, peer)
+    finally:
+        _kill_children()
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis.from_url(services.redis_url).flushdb()
+        drop_database(services)
+
+    add_ratios(results)
+    report = {
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "total_seconds": round(time.monotonic() - started, 1),
+        "machine": info,
+        "settings": {
+            "emails": N,
+            "emails_rate_limited": N_LIMITED,
+            "sandbox_rate_limit": SANDBOX_RATE,
+            "peer_stopped_after_s": PEER_LIMITED_STOP,
+            "worker": "celery worker -P solo, one process, for each side",
+            "sandbox_tcp_nodelay": not args.sandbox_as_shipped,
+        },
+        "results": [{**asdict(r), "emails_per_s": r.emails_per_s} for r in results],
+        "targets": targets(results),
+        "profiles": profiles,
+    }
+    (RESULTS / args.output).write_text(json.dumps(report, indent=2) + "\n")
+
+    say("")
+    say(table(results))
+    say("")
+    for target in report["targets"]:
+        verdict = {True: "met", False: "NOT met", None: "not run"}[target["met"]]
+        say(f"  {verdict:<8} {target['target']} (ratio {target['ratio']})")
+    for profile in profiles:
+        seconds = profile["seconds"]
+        say(
+            f"  profile BATCH_SIZE={profile['batch_size']}: {profile['wall_s']:.2f} s in process, "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items())
+        )
+    say("")
+    say(
+        f"{info['cpu_count']} CPUs ({info['cpu_model']}), Python {info['python']}, "
+        f"ours: Django {info['ours']['django']} / Celery {info['ours']['celery']}, "
+        f"peer: Django {info['peer']['django']} / Celery {info['peer']['celery']} / "
+        f"django-celery-email {info['peer']['django-celery-email']} / "
+        f"django-anymail {info['peer']['django-anymail']}"
+    )
+    if info["peer_note"]:
+        say(info["peer_note"])
+    say(f"Written: {(RESULTS / args.output).relative_to(ROOT)}; took {report['total_seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
