@@ -71,7 +71,9 @@ def process(ids: Sequence[int]) -> dict[str, int]:
     lease = get_settings().LEASE_SECONDS
     rows = claim(ids, now, lease)
     # A batch that failed as a whole is retried whole: bring in its other due members.
-    rows += claim(ids, now, lease, batch_keys={row.batch_key for row in rows})
+    batch_keys = {row.batch_key for row in rows if row.batch_key}
+    if batch_keys:
+        rows += claim(ids, now, lease, batch_keys=batch_keys)
     groups: dict[tuple[str, str, str], list[OutboundEmail]] = defaultdict(list)
     for row in rows:
         groups[(row.mailer, row.org, row.provider)].append(row)
@@ -309,9 +311,12 @@ def _never_fits(row: OutboundEmail, exc: QuotaExceeded, conf: MailapiSettings) -
 
 
 def _note_reservations(rows: list[OutboundEmail], units: list[int], day: dt.date) -> None:
+    by_units: dict[int, list[int]] = defaultdict(list)
     for row, n in zip(rows, units, strict=True):
         row.quota_units, row.quota_day = n, day
-    OutboundEmail.objects.bulk_update(rows, ["quota_units", "quota_day"])
+        by_units[n].append(row.pk)
+    for n, pks in by_units.items():  # usually one: most emails have as many recipients
+        OutboundEmail.objects.filter(pk__in=pks).update(quota_units=n, quota_day=day)
 
 
 def reserve(row: OutboundEmail, conf: MailapiSettings) -> None:
@@ -322,33 +327,29 @@ def reserve(row: OutboundEmail, conf: MailapiSettings) -> None:
 
 
 # --- outcomes ------------------------------------------------------------------------------
-_SENT_FIELDS = [
-    "status",
-    "provider_message_id",
-    "sent_at",
-    "updated_at",
-    "leased_until",
-    "lease_token",
-    "next_attempt_at",
-    "last_error_code",
-    "last_error_status",
-]
-
-
 def record_sent_many(sent: list[tuple[OutboundEmail, str]], conf: MailapiSettings) -> None:
-    """Mark emails sent with their API ids, in one statement."""
+    """Mark emails sent: one UPDATE for what they share, one for their API ids."""
     now = timezone.now()
+    rows = [row for row, _ in sent]
+    shared: dict[str, Any] = {
+        "status": Status.SENT,
+        "sent_at": now,
+        "updated_at": now,
+        "leased_until": None,
+        "lease_token": "",
+        "next_attempt_at": None,
+        "last_error_code": "",
+        "last_error_status": None,
+    }
+    if not conf.KEEP_SENT_PAYLOAD:
+        shared["payload"] = None
     for row, message_id in sent:
-        row.status = Status.SENT
         row.provider_message_id = message_id[:255]
-        row.sent_at = row.updated_at = now
-        row.leased_until = row.next_attempt_at = row.last_error_status = None
-        row.lease_token = row.last_error_code = ""
-        if not conf.KEEP_SENT_PAYLOAD:
-            row.payload = None
-    fields = _SENT_FIELDS + ([] if conf.KEEP_SENT_PAYLOAD else ["payload"])
-    OutboundEmail.objects.bulk_update([row for row, _ in sent], fields)
-    for row, _ in sent:
+        for name, value in shared.items():
+            setattr(row, name, value)
+    OutboundEmail.objects.filter(pk__in=[row.pk for row in rows]).update(**shared)
+    OutboundEmail.objects.bulk_update(rows, ["provider_message_id"])
+    for row in rows:
         signals.message_sent.send(sender=OutboundEmail, email=row)
 
 
@@ -464,8 +465,14 @@ def record_failures(
         current = dict(
             OutboundEmail.objects.filter(pk__in=list(tokens)).values_list("pk", "lease_token")
         )
-        ours = [row for row, *_ in planned if current.get(row.pk) == tokens[row.pk]]
-        OutboundEmail.objects.bulk_update(ours, _FAILURE_FIELDS)
+        same: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        for row, *_ in planned:
+            if current.get(row.pk) == tokens[row.pk]:
+                same[tuple(getattr(row, name) for name in _FAILURE_FIELDS)].append(row.pk)
+        for values, pks in same.items():  # one UPDATE for a batch that failed as one
+            OutboundEmail.objects.filter(pk__in=pks).update(
+                **dict(zip(_FAILURE_FIELDS, values, strict=True))
+            )
 
     by_row: dict[int, FailedSend] = {}
     for failure in failures:

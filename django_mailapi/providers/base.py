@@ -62,6 +62,7 @@ from __future__ import annotations
 import email.utils
 import json
 import mimetypes
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -137,6 +138,13 @@ class Provider:
         self.timeout = timeout
         self._api_key = api_key
         self.session = requests.Session()
+        # requests reads proxy and CA settings from the environment on every request;
+        # read them once here instead (they still apply) and skip that per call.
+        self.session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            self.session.verify = bundle
+        self.session.trust_env = False
         self.session.headers.update(
             {"User-Agent": USER_AGENT, "Accept": "application/json"} | self.auth_headers()
         )

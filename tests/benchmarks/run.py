@@ -72,10 +72,9 @@ DELIVER_TIMEOUT = 300.0  # bound on any other delivery scenario
 def sandbox_nodelay(on: bool) -> None:
     """TCP_NODELAY on the sandbox's connections (socketserver's own switch).
 
-    The sandbox writes a response's headers and body in two send() calls. Without
-    TCP_NODELAY the body waits for the client's delayed ACK: about 40 ms per request on
-    Linux loopback, which would make every one-request-per-email scenario measure that
-    stall instead of the client. ``--sandbox-as-shipped`` leaves it off.
+    The sandbox sets it. ``--sandbox-as-shipped`` (the name predates that) turns it off,
+    so each request stalls about 40 ms on the client's delayed ACK, which behaves like
+    the round trip to a real API.
     """
     sandbox_server._Handler.disable_nagle_algorithm = on
 
@@ -585,7 +584,8 @@ def main() -> None:
     parser.add_argument(
         "--sandbox-as-shipped",
         action="store_true",
-        help="Leave Nagle's algorithm on in the sandbox (about 40 ms per request).",
+        help="Turn Nagle's algorithm back on in the sandbox (about 40 ms per request, "
+        "like a real API's round trip).",
     )
     parser.add_argument(
         "--output", default="latest.json", help="File name for the JSON, in results/."
