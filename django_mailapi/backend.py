@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import uuid
 from collections.abc import Sequence
@@ -56,13 +57,22 @@ def _visible(value: object) -> str:
     return str(value).replace("\x00", "\ufffd")
 
 
-def _address(value: Any, code: str, what: str) -> str:
-    text = _check_header_text(str(value), what)
+@functools.lru_cache(maxsize=4096)
+def _is_valid_address(text: str) -> bool:
+    # Cached: a project sends from a few addresses and often to the same ones, and
+    # Django's validator is the costliest step of serializing a message.
     _name, addr = parseaddr(text)
     try:
         validate_email(addr)
     except ValidationError:
-        raise InvalidMessage(f"{what} {text!r} is not a valid email address.", code=code) from None
+        return False
+    return True
+
+
+def _address(value: Any, code: str, what: str) -> str:
+    text = _check_header_text(str(value), what)
+    if not _is_valid_address(text):
+        raise InvalidMessage(f"{what} {text!r} is not a valid email address.", code=code)
     return text
 
 
