@@ -275,3 +275,38 @@ def test_worker_processes_get_settings_overrides_as_json():
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert out.stdout.strip() == "3"
+
+
+def test_database_lost_mid_send_marks_nothing_false_and_the_email_goes_once(
+    sandbox, start_worker, report
+):
+    from django.db import connection
+
+    start_worker({"LEASE_SECONDS": 3, "SWEEP_AFTER_SECONDS": 1})
+    mail.send_mail("DB outage", "b", "a@example.com", ["slow+1500@example.com"])
+    row = OutboundEmail.objects.get()
+    wait_for(lambda: sandbox.stats["slowed"] >= 1, timeout=30)  # the worker is in the call
+
+    # Cut every database connection but ours: the worker's write of the outcome fails.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        (terminated,) = cursor.fetchone()
+    assert terminated >= 1
+    wait_for(lambda: len(sandbox.emails) == 1, timeout=30)  # the API did take it
+    row.refresh_from_db()
+    assert row.status == Status.SENDING  # not marked sent, not marked failed
+
+    sweep_until_settled(1, timeout=90)
+    row.refresh_from_db()
+    assert row.status == Status.SENT
+    assert len(sandbox.emails) == 1  # the retry was answered from the idempotency store
+    assert sandbox.stats["replays"] == 1
+    report(
+        worker_connections_cut=terminated,
+        delivered=len(sandbox.emails),
+        duplicated=0,
+        attempts=row.attempts,
+    )
