@@ -451,3 +451,24 @@ def test_entries_belong_to_their_catalog() -> None:
     for provider, catalog in CATALOGS.items():
         assert catalog.provider == provider
         assert all(entry.provider == provider for entry in catalog)
+
+
+def test_mailapi_errors_json_lists_every_code_of_every_seed_page() -> None:
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("mailapi_errors", "--format", "json", stdout=out)
+    listed = {
+        (row["provider"], row["code"], row["http_status"]) for row in json.loads(out.getvalue())
+    }
+    wanted = (
+        [("resend", code, status) for code, status, _m, _a in resend_full_page()]
+        + [("resend", code, status) for code, status in resend_short_page()]
+        + [("sendr", code, status) for code, status, _c in sendr_page()]
+        + [("generic", code, status) for code, status, _d, _a in generic_page()]
+        + [("emitlo", code, status) for code, status in emitlo_page()]
+    )
+    assert len(wanted) > 80
+    assert sorted(set(wanted) - listed) == []
