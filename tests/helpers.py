@@ -78,3 +78,43 @@ def provider_worker(
             redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1).delete(queue)
         except Exception:  # Redis gone: nothing left in it either
             pass
+
+
+def run_sandbox_cli(argv: list[str], provider: str, probe: Any, timeout: float = 10) -> Any:
+    """Start the sandbox's command line, read its URL, call ``probe(url)``, then Ctrl-C it.
+
+    Returns (probe's result, exit code, stdout after the first line, stderr).
+    """
+    import os
+    import re
+    import selectors
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen(
+        [sys.executable, *argv],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(process.stdout, selectors.EVENT_READ)
+        assert selector.select(timeout=timeout), "no start-up line"
+        line = process.stdout.readline()
+        pattern = rf"Sandbox provider \({provider}\) listening on (http://127\.0\.0\.1:\d+)\n"
+        match = re.fullmatch(pattern, line)
+        assert match, line
+        result = probe(match.group(1))
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return result, process.returncode, stdout, stderr

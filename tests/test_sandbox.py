@@ -9,17 +9,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import http.client
-import os
 import re
-import selectors
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,9 +22,10 @@ import time_machine
 
 from django_mailapi.errors.resend import CATALOG
 from django_mailapi.sandbox import FAIL_DOMAIN, SandboxServer
+from tests.helpers import run_sandbox_cli
 
 TIMEOUT = 10
-ROOT = Path(__file__).resolve().parents[1]
+
 KEY = "re_test_key"
 
 
@@ -723,33 +718,11 @@ def test_stopped_server_refuses_connections() -> None:
     ids=["python-m", "manage-py"],
 )
 def test_command_line_prints_its_url_and_stops_on_ctrl_c(argv: list[str]) -> None:
-    process = subprocess.Popen(
-        [sys.executable, *argv],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    health, returncode, stdout, stderr = run_sandbox_cli(
+        argv, "resend", lambda url: requests.get(url + "/_sandbox/health", timeout=TIMEOUT)
     )
-    try:
-        assert process.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(process.stdout, selectors.EVENT_READ)
-        assert selector.select(timeout=TIMEOUT), "no start-up line"
-        line = process.stdout.readline()
-        match = re.fullmatch(
-            r"Sandbox provider \(resend\) listening on (http://127\.0\.0\.1:\d+)\n", line
-        )
-        assert match, line
-        health = requests.get(match.group(1) + "/_sandbox/health", timeout=TIMEOUT)
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=TIMEOUT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
 
     assert health.json() == {"ok": True}
-    assert process.returncode == 0
+    assert returncode == 0
     assert stdout == ""
     assert stderr == ""

@@ -6,14 +6,7 @@ covered by each provider's own test module.
 
 from __future__ import annotations
 
-import os
-import re
-import selectors
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +20,8 @@ from django_mailapi.sandbox import (
     SendrDialect,
     dialect_for,
 )
+from tests.helpers import run_sandbox_cli
 
-ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 10
 
 
@@ -158,33 +151,11 @@ def test_emitlo_checks_sizes_as_emitlo_does(server):
     ids=["python-m", "manage-py"],
 )
 def test_command_line_provider_option_serves_that_dialect(argv: list[str]) -> None:
-    process = subprocess.Popen(
-        [sys.executable, *argv],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    answer, returncode, stdout, stderr = run_sandbox_cli(
+        argv, "sendr", lambda url: post(url + "/emails", {})
     )
-    try:
-        assert process.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(process.stdout, selectors.EVENT_READ)
-        assert selector.select(timeout=TIMEOUT), "no start-up line"
-        line = process.stdout.readline()
-        match = re.fullmatch(
-            r"Sandbox provider \(sendr\) listening on (http://127\.0\.0\.1:\d+)\n", line
-        )
-        assert match, line
-        answer = post(match.group(1) + "/emails", {})
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=TIMEOUT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
 
     assert answer.status_code == 422
     assert answer.json()["code"] == "validation_error"
-    assert process.returncode == 0
+    assert returncode == 0
     assert (stdout, stderr) == ("", "")
