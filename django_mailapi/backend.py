@@ -188,9 +188,10 @@ class EmailBackend(BaseEmailBackend):
 
         conf = self.conf
         # Configuration errors are raised whatever fail_silently says.
-        from .providers import provider_name
+        from .providers import resolve_provider_class
 
-        provider = provider_name(conf.PROVIDER)
+        provider_class = resolve_provider_class(conf.PROVIDER)
+        provider = provider_class.name
         if not conf.API_KEY and conf.API_KEY_RESOLVER is None:
             raise ImproperlyConfigured(
                 "MAILAPI['API_KEY'] is not set; see the mailapi.E001 system check.",
@@ -202,7 +203,12 @@ class EmailBackend(BaseEmailBackend):
         accepted = 0
         for message in email_messages:
             try:
-                rows.extend(self._rows(message, provider, conf, now))
+                payload = serialize_message(message, provider)
+                # One row per part: APIs that take one recipient per call (Emitlo) split.
+                rows.extend(
+                    self._row(message, provider, conf, now, part)
+                    for part in provider_class.split(payload)
+                )
                 accepted += 1
             except MailapiError as exc:
                 if not self.fail_silently:
@@ -231,31 +237,18 @@ class EmailBackend(BaseEmailBackend):
         transaction.on_commit(lambda: dispatch(ids, conf))
         return accepted
 
-    def _rows(
-        self, message: EmailMessage, provider: str, conf: MailapiSettings, now: Any
-    ) -> list[Any]:
-        """One row per payload the provider's ``split`` makes (one per recipient for APIs
-        that take a single recipient, such as Emitlo; else just one)."""
-        from .providers import resolve_provider_class
-
-        payload = serialize_message(message, provider)
-        parts = resolve_provider_class(conf.PROVIDER).split(payload)
-        return [self._row(message, provider, conf, now, part) for part in parts]
-
     def _row(
         self,
         message: EmailMessage,
         provider: str,
         conf: MailapiSettings,
         now: Any,
-        payload: dict[str, Any] | None = None,
+        payload: dict[str, Any],
     ) -> Any:
         from .models import OutboundEmail
         from .quota import resolve_org
 
         org = resolve_org(message, conf)
-        if payload is None:
-            payload = serialize_message(message, provider)
         recipients = payload["to"] + payload["cc"] + payload["bcc"]
         return OutboundEmail(
             org=org,

@@ -374,10 +374,12 @@ _FAILURE_FIELDS = [
 
 
 def _plan(
-    row: OutboundEmail, error: SendError, conf: MailapiSettings, now: dt.datetime
+    row: OutboundEmail, error: SendError, source: str, conf: MailapiSettings, now: dt.datetime
 ) -> tuple[str, bool, bool, errors.RetryClass]:
-    """Decide the row's next state (set on the row); returns (outcome, will_retry, exhausted)."""
-    source = "mailapi" if error.local else _catalog_name(row, conf)
+    """Set the row's next state; returns (outcome, will_retry, exhausted, retry class).
+
+    ``source`` is the catalog the error's code belongs to.
+    """
     retry = errors.resolve(source, error.code, error.http_status, error.message).retry
     row.updated_at = now
     row.leased_until = None
@@ -429,27 +431,22 @@ def record_failures(
     for row, error in pairs:
         held = (row.quota_units, row.quota_day)
         tokens[row.pk] = row.lease_token
-        outcome, will_retry, exhausted, retry = _plan(row, error, conf, now)
+        source = "mailapi" if error.local else _catalog_name(row, conf)
+        outcome, will_retry, exhausted, retry = _plan(row, error, source, conf, now)
         planned.append((row, error, outcome, will_retry, retry))
         outcomes[outcome] += 1
         if held[0] and held[1] is not None:
             releases[(row.org, held[1], not will_retry)] += held[0]
             row.quota_units, row.quota_day = 0, None
-        failures.append(_failure(row, error, will_retry, now))
+        failures.append(_failure(row, error, source, will_retry, now))
         if exhausted:
-            failures.append(
-                _failure(
-                    row,
-                    SendError(
-                        f"Gave up after {row.attempts} attempts; the last error was "
-                        f"{error.code}: {error.message}"[:2000],
-                        code="retries_exhausted",
-                        local=True,
-                    ),
-                    False,
-                    now,
-                )
+            gave_up = SendError(
+                f"Gave up after {row.attempts} attempts; the last error was "
+                f"{error.code}: {error.message}"[:2000],
+                code="retries_exhausted",
+                local=True,
             )
+            failures.append(_failure(row, gave_up, "mailapi", False, now))
     if together:
         retrying = [row for row, *_ in planned if row.status == Status.QUEUED]
         if retrying:
@@ -502,13 +499,13 @@ def record_failures(
 
 
 def _failure(
-    row: OutboundEmail, error: SendError, will_retry: bool, now: dt.datetime
+    row: OutboundEmail, error: SendError, source: str, will_retry: bool, now: dt.datetime
 ) -> FailedSend:
     return FailedSend(
         email=row,
         org=row.org,
         provider=row.provider,
-        source="mailapi" if error.local else row.provider,
+        source=source,
         error_code=error.code[:100],
         http_status=error.http_status,
         message=error.message,
