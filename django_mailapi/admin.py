@@ -74,12 +74,13 @@ def distinct_values(
     table = quote(model._meta.db_table)
     column = quote(model._meta.get_field(field).column)
     # Only identifiers from the model's own metadata are interpolated; the limit is a
-    # parameter.
+    # parameter. Both steps say "> ''" so that a partial index WHERE column > '' (as
+    # last_error_code has) can serve them.
     sql = (
         f"WITH RECURSIVE found(value) AS ("  # noqa: S608
         f" (SELECT {column} FROM {table} WHERE {column} > '' ORDER BY {column} LIMIT 1)"
         f" UNION ALL"
-        f" SELECT (SELECT {column} FROM {table} WHERE {column} > found.value"
+        f" SELECT (SELECT {column} FROM {table} WHERE {column} > found.value AND {column} > ''"
         f" ORDER BY {column} LIMIT 1) FROM found WHERE found.value IS NOT NULL"
         f") SELECT value FROM found WHERE value IS NOT NULL LIMIT %s"
     )

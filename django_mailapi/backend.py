@@ -18,7 +18,7 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
 
-from . import signals
+from . import signals, sql
 from .conf import DEFAULTS, MailapiSettings, get_settings
 from .exceptions import (
     ImproperlyConfigured,
@@ -230,11 +230,15 @@ class EmailBackend(BaseEmailBackend):
                 # emails anyway and the worker defers them like any over-quota email.
                 if not self.fail_silently:
                     raise
-        with transaction.atomic():
-            OutboundEmail.objects.bulk_create(rows)
-            signals.message_queued.send(sender=OutboundEmail, emails=rows)
-        ids = [row.pk for row in rows]
-        transaction.on_commit(lambda: dispatch(ids, conf))
+        # One transaction and one task per TASK_SIZE rows: outside transaction.atomic()
+        # the first emails are on their way while the rest are still being written.
+        # Inside it, every chunk waits for the caller's commit, as the whole call does.
+        for start in range(0, len(rows), TASK_SIZE):
+            chunk = rows[start : start + TASK_SIZE]
+            with transaction.atomic():
+                sql.insert(OutboundEmail, chunk)
+                signals.message_queued.send(sender=OutboundEmail, emails=chunk)
+                transaction.on_commit(functools.partial(dispatch, [row.pk for row in chunk], conf))
         return accepted
 
     def _row(

@@ -47,7 +47,8 @@ class OutboundEmail(models.Model):
     #: The Django 6.1 MAILERS alias the message was sent through ("" = MAILAPI).
     mailer = models.CharField(max_length=100, blank=True, default="")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    idempotency_key = models.CharField(max_length=256, unique=True)
+    #: Unique through Meta.constraints (a unique field would add a second, LIKE index).
+    idempotency_key = models.CharField(max_length=256)
     #: The provider-neutral message (see backend.serialize_message). JSON, never pickle.
     payload = models.JSONField(null=True, blank=True)
     from_email = models.CharField(max_length=320, blank=True, default="")
@@ -77,13 +78,30 @@ class OutboundEmail(models.Model):
     class Meta:
         verbose_name = "outbound email"
         ordering = ("-created_at", "-id")
+        # Every index is written again each time a row changes state, so the ones only
+        # waiting, sending or failed rows need leave sent rows out (partial indexes).
         indexes = [
-            models.Index(fields=["status", "next_attempt_at"], name="mailapi_email_due"),
-            models.Index(fields=["status", "leased_until"], name="mailapi_email_lease"),
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(status__in=CLAIMABLE),
+                name="mailapi_email_waiting",
+            ),
+            models.Index(
+                fields=["leased_until"],
+                condition=models.Q(status=Status.SENDING),
+                name="mailapi_email_leased",
+            ),
             models.Index(fields=["org", "status"], name="mailapi_email_org_status"),
-            models.Index(fields=["last_error_code"], name="mailapi_email_code"),
+            models.Index(
+                fields=["last_error_code"],
+                condition=models.Q(last_error_code__gt=""),
+                name="mailapi_email_error_code",
+            ),
             models.Index(fields=["provider", "status"], name="mailapi_email_provider"),
             models.Index(fields=["-created_at", "-id"], name="mailapi_email_created"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["idempotency_key"], name="mailapi_email_idempotency")
         ]
 
     def __str__(self) -> str:

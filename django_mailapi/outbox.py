@@ -23,14 +23,14 @@ import logging
 import random
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from . import errors, quota, ratelimit, signals
+from . import errors, quota, ratelimit, signals, sql
 from .conf import MailapiSettings, get_settings
 from .exceptions import MailapiError, QuotaExceeded, SendError
 from .models import RETRYABLE, FailedSend, OutboundEmail, Status
@@ -44,24 +44,37 @@ logger = logging.getLogger("django_mailapi")
 def claim(
     ids: Sequence[int], now: dt.datetime, lease_seconds: int, *, batch_keys: Iterable[str] = ()
 ) -> list[OutboundEmail]:
-    """Take a lease on those of ``ids`` (or of the batches ``batch_keys``) that are due."""
+    """Take a lease on those of ``ids`` (or of the batches ``batch_keys``) that are due.
+
+    One ``UPDATE … RETURNING`` on PostgreSQL and SQLite; an UPDATE and a SELECT elsewhere.
+    """
     token = uuid.uuid4().hex
     keys = [key for key in batch_keys if key]
-    where = Q(pk__in=list(ids)) if not keys else Q(batch_key__in=keys)
-    taken = (
-        OutboundEmail.objects.due(now)
-        .filter(where)
-        .update(
-            status=Status.SENDING,
-            lease_token=token,
-            leased_until=now + dt.timedelta(seconds=lease_seconds),
-            attempts=F("attempts") + 1,
-            updated_at=now,
+    lease = {
+        "status": Status.SENDING,
+        "lease_token": token,
+        "leased_until": now + dt.timedelta(seconds=lease_seconds),
+        "updated_at": now,
+    }
+    if not keys and sql.native(OutboundEmail):
+        when = sql.prep(OutboundEmail, "next_attempt_at", now)
+        return sql.update_returning(
+            OutboundEmail,
+            list(ids),
+            _DUE_SQL,
+            [Status.QUEUED, Status.DEFERRED, when, Status.SENDING, when],
+            lease,
+            increment="attempts",
         )
-    )
+    where = Q(pk__in=list(ids)) if not keys else Q(batch_key__in=keys)
+    taken = OutboundEmail.objects.due(now).filter(where).update(**lease, attempts=F("attempts") + 1)
     if not taken:
         return []
     return list(OutboundEmail.objects.filter(where, lease_token=token).order_by("pk"))
+
+
+#: OutboundEmailQuerySet.due() in SQL, for claim's single statement.
+_DUE_SQL = "(status IN (%s, %s) AND next_attempt_at <= %s) OR (status = %s AND leased_until < %s)"
 
 
 # --- send ----------------------------------------------------------------------------------
@@ -135,13 +148,17 @@ class Delivery:
             self.fail([(row, as_send_error(exc)) for row in self.rows])
             return self.outcomes
         ready = self.checked(provider)
-        ready = self.reserved(ready)
         size = min(self.conf.BATCH_SIZE, provider.max_batch)
-        batchable: list[OutboundEmail] = []
-        singles: list[OutboundEmail] = []
-        for row in ready:
-            fits = size > 1 and row.payload is not None and provider.can_batch(row.payload)
-            (batchable if fits else singles).append(row)
+
+        def fits(row: OutboundEmail) -> bool:
+            return size > 1 and row.payload is not None and provider.can_batch(row.payload)
+
+        # Batches are formed as quota is booked, and written down with it.
+        ready = self.reserved(
+            ready, lambda rows: self.assign_batches(list(filter(fits, rows)), size)
+        )
+        batchable = [row for row in ready if fits(row)]
+        singles = [row for row in ready if not fits(row)]
         for batch_key, chunk in self.batches(batchable, size):
             self.send_batch(provider, api_key, batch_key, chunk)
         for row in singles:
@@ -170,35 +187,53 @@ class Delivery:
         self.fail(refused)
         return ready
 
-    def reserved(self, rows: list[OutboundEmail]) -> list[OutboundEmail]:
+    def reserved(
+        self, rows: list[OutboundEmail], assign: Callable[[list[OutboundEmail]], list[int]]
+    ) -> list[OutboundEmail]:
         """Rows that hold quota (reserved now in one operation, or before a crash)."""
-        granted, refused = reserve_rows(rows, self.conf)
+        granted, refused = reserve_rows(rows, self.conf, assign)
         self.fail([(row, as_send_error(exc)) for row, exc in refused])
         return granted
+
+    @staticmethod
+    def assign_batches(rows: list[OutboundEmail], size: int) -> list[int]:
+        """Give rows not yet in a batch one of ``size`` (in memory); returns their pks.
+
+        The key is a digest of the members' own keys, so it names this batch alone.
+        """
+        fresh = [row for row in rows if not row.batch_key]
+        keyed: list[int] = []
+        for start in range(0, len(fresh), size):
+            chunk = fresh[start : start + size]
+            if len(chunk) == 1:
+                continue  # a batch of one is just a send
+            digest = hashlib.sha256("\n".join(r.idempotency_key for r in chunk).encode())
+            key = f"mailapi-batch/{digest.hexdigest()[:48]}"
+            for row in chunk:
+                row.batch_key = key
+            keyed += [row.pk for row in chunk]
+        return keyed
 
     def batches(
         self, rows: list[OutboundEmail], size: int
     ) -> Iterator[tuple[str, list[OutboundEmail]]]:
-        """Earlier batches again under their own keys, then new batches of ``size``."""
-        earlier: dict[str, list[OutboundEmail]] = defaultdict(list)
-        fresh = []
+        """Rows by batch key ("" for an email sent alone); earlier batches keep theirs."""
+        # Rows booked one by one, or holding quota from before a crash, have no batch yet.
+        fresh = [row for row in rows if not row.batch_key]
+        if self.assign_batches(fresh, size):
+            by_key: dict[str, list[int]] = defaultdict(list)
+            for row in fresh:
+                if row.batch_key:
+                    by_key[row.batch_key].append(row.pk)
+            for key, pks in by_key.items():
+                OutboundEmail.objects.filter(pk__in=pks).update(batch_key=key)
+        grouped: dict[str, list[OutboundEmail]] = defaultdict(list)
         for row in rows:
             if row.batch_key:
-                earlier[row.batch_key].append(row)
+                grouped[row.batch_key].append(row)
             else:
-                fresh.append(row)
-        yield from earlier.items()
-        for start in range(0, len(fresh), size):
-            chunk = fresh[start : start + size]
-            if len(chunk) == 1:
-                yield "", chunk  # a batch of one is just a send
-                continue
-            digest = hashlib.sha256("\n".join(r.idempotency_key for r in chunk).encode())
-            key = f"mailapi-batch/{digest.hexdigest()[:48]}"
-            OutboundEmail.objects.filter(pk__in=[r.pk for r in chunk]).update(batch_key=key)
-            for row in chunk:
-                row.batch_key = key
-            yield key, chunk
+                yield "", [row]
+        yield from grouped.items()
 
     def send_single(self, provider: Provider, api_key: str, row: OutboundEmail) -> None:
         try:
@@ -253,12 +288,16 @@ class Delivery:
 
 
 def reserve_rows(
-    rows: list[OutboundEmail], conf: MailapiSettings
+    rows: list[OutboundEmail],
+    conf: MailapiSettings,
+    assign: Callable[[list[OutboundEmail]], list[int]] | None = None,
 ) -> tuple[list[OutboundEmail], list[tuple[OutboundEmail, QuotaExceeded]]]:
     """Book units for rows of one org: all in one operation, else as many as fit.
 
     Rows that already hold units (reserved before their worker died) keep them. What was
     booked is written on the rows in the same transaction, so it is never booked twice.
+    When all fit, ``assign`` (if given) puts rows in batches in memory and returns the
+    pks it changed; their batch keys are written in that same statement.
     """
     holding = [row for row in rows if row.quota_units]
     needing = [row for row in rows if not row.quota_units]
@@ -271,7 +310,11 @@ def reserve_rows(
     try:
         with transaction.atomic():
             day = quota.reserve(org, sum(units), timezone.now(), conf)
-            _note_reservations(needing, units, day)
+            for row, n in zip(needing, units, strict=True):
+                row.quota_units, row.quota_day = n, day
+            changed = {row.pk for row in needing}
+            changed.update(assign(holding + needing) if assign else ())
+            _note_reservations([row for row in rows if row.pk in changed])
         granted = needing
     except QuotaExceeded as exc:
         if len(needing) == 1:
@@ -281,7 +324,8 @@ def reserve_rows(
                 try:
                     with transaction.atomic():
                         day = quota.reserve(org, n, timezone.now(), conf)
-                        _note_reservations([row], [n], day)
+                        row.quota_units, row.quota_day = n, day
+                        _note_reservations([row])
                     granted.append(row)
                 except QuotaExceeded as one:
                     refused.append((row, one))
@@ -310,13 +354,16 @@ def _never_fits(row: OutboundEmail, exc: QuotaExceeded, conf: MailapiSettings) -
     )
 
 
-def _note_reservations(rows: list[OutboundEmail], units: list[int], day: dt.date) -> None:
-    by_units: dict[int, list[int]] = defaultdict(list)
-    for row, n in zip(rows, units, strict=True):
-        row.quota_units, row.quota_day = n, day
-        by_units[n].append(row.pk)
-    for n, pks in by_units.items():  # usually one: most emails have as many recipients
-        OutboundEmail.objects.filter(pk__in=pks).update(quota_units=n, quota_day=day)
+def _note_reservations(rows: list[OutboundEmail]) -> None:
+    """Write the rows' quota units, quota day and batch key: one UPDATE per combination
+    (usually one in all: a task's emails mostly have as many recipients)."""
+    same: dict[tuple[int, dt.date | None, str], list[int]] = defaultdict(list)
+    for row in rows:
+        same[(row.quota_units, row.quota_day, row.batch_key)].append(row.pk)
+    for (units, day, key), pks in same.items():
+        OutboundEmail.objects.filter(pk__in=pks).update(
+            quota_units=units, quota_day=day, batch_key=key
+        )
 
 
 def reserve(row: OutboundEmail, conf: MailapiSettings) -> None:
@@ -328,9 +375,8 @@ def reserve(row: OutboundEmail, conf: MailapiSettings) -> None:
 
 # --- outcomes ------------------------------------------------------------------------------
 def record_sent_many(sent: list[tuple[OutboundEmail, str]], conf: MailapiSettings) -> None:
-    """Mark emails sent: one UPDATE for what they share, one for their API ids."""
+    """Mark emails sent with their API ids: one statement on PostgreSQL and SQLite."""
     now = timezone.now()
-    rows = [row for row, _ in sent]
     shared: dict[str, Any] = {
         "status": Status.SENT,
         "sent_at": now,
@@ -343,13 +389,13 @@ def record_sent_many(sent: list[tuple[OutboundEmail, str]], conf: MailapiSetting
     }
     if not conf.KEEP_SENT_PAYLOAD:
         shared["payload"] = None
+    ids: dict[int, str] = {}
     for row, message_id in sent:
-        row.provider_message_id = message_id[:255]
+        row.provider_message_id = ids[row.pk] = message_id[:255]
         for name, value in shared.items():
             setattr(row, name, value)
-    OutboundEmail.objects.filter(pk__in=[row.pk for row in rows]).update(**shared)
-    OutboundEmail.objects.bulk_update(rows, ["provider_message_id"])
-    for row in rows:
+    sql.update_each(OutboundEmail, "provider_message_id", ids, shared)
+    for row, _ in sent:
         signals.message_sent.send(sender=OutboundEmail, email=row)
 
 

@@ -1,7 +1,8 @@
 """Signals sent as an email moves through the outbox.
 
 - ``message_queued(sender=OutboundEmail, emails=[OutboundEmail, ...])``: rows written by
-  the backend (sent inside the caller's transaction, before dispatch).
+  the backend, sent inside the transaction that writes them, before dispatch; once per
+  chunk of up to 100 rows (``backend.TASK_SIZE``).
 - ``message_sent(sender=OutboundEmail, email=OutboundEmail)``: the API accepted it.
 - ``send_failed(sender=OutboundEmail, email=OutboundEmail, failure=FailedSend)``: an
   attempt failed; ``failure.will_retry`` says whether another attempt is planned.

@@ -12,6 +12,8 @@ from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.db import transaction
 
 import django_mailapi
+from django_mailapi import backend as backend_module
+from django_mailapi import signals
 from django_mailapi.backend import EmailBackend, serialize_message
 from django_mailapi.exceptions import ImproperlyConfigured, InvalidMessage, UnsupportedFeature
 from django_mailapi.models import FailedSend, OutboundEmail, Status
@@ -202,6 +204,45 @@ def test_rows_and_dispatch_wait_for_commit(django_capture_on_commit_callbacks):
         mail.send_mail("s", "b", "a@example.com", ["b@example.com"])
         assert callbacks == []
     assert len(callbacks) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_each_chunk_is_committed_and_dispatched_before_the_next(
+    monkeypatch,
+):
+    seen: list[tuple[int, int]] = []
+
+    def record(ids, conf):
+        # How many rows exist when this chunk is handed to Celery: only those written so far.
+        seen.append((len(ids), OutboundEmail.objects.count()))
+        return len(ids)
+
+    monkeypatch.setattr(backend_module, "dispatch", record)
+    queued: list[int] = []
+
+    def handler(sender, emails, **kwargs):
+        queued.append(len(emails))
+
+    signals.message_queued.connect(handler)
+    try:
+        messages = [
+            EmailMessage("s", "b", "a@example.com", [f"u{i}@example.com"]) for i in range(250)
+        ]
+        assert EmailBackend().send_messages(messages) == 250
+    finally:
+        signals.message_queued.disconnect(handler)
+
+    assert seen == [(100, 100), (100, 200), (50, 250)]
+    assert queued == [100, 100, 50]
+
+
+def test_inside_a_transaction_every_chunk_waits_for_the_commit(django_capture_on_commit_callbacks):
+    messages = [EmailMessage("s", "b", "a@example.com", [f"u{i}@example.com"]) for i in range(150)]
+    with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
+        EmailBackend().send_messages(messages)
+        assert callbacks == []
+    assert len(callbacks) == 2
+    assert OutboundEmail.objects.count() == 150
 
 
 def test_rolled_back_transaction_sends_nothing(django_capture_on_commit_callbacks):

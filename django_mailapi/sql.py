@@ -1,0 +1,193 @@
+"""Bulk statements the ORM cannot write in one round trip, for the worker's hot path.
+
+PostgreSQL and SQLite (3.35 and later) take ``UPDATE … RETURNING`` and
+``UPDATE … FROM (VALUES …)``; on any other database the same results come from the
+ORM in two statements. Values go through each field's own ``get_db_prep_save``, so
+they are adapted exactly as ``QuerySet.update()`` would adapt them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.db import connections, router
+from django.db.models import Field, Model
+
+#: Emails per statement: well under SQLite's limit of 32,766 parameters.
+CHUNK = 500
+
+
+def native(model: type[Model]) -> bool:
+    """Whether this model's database takes the statements below in one round trip."""
+    return _native(router.db_for_write(model))
+
+
+def _native(using: str) -> bool:
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        return True
+    if connection.vendor == "sqlite":
+        # UPDATE … FROM arrived in SQLite 3.33, RETURNING in 3.35.
+        return bool(connection.features.can_return_columns_from_insert)
+    return False
+
+
+def _field(model: type[Model], name: str) -> Field[Any, Any]:
+    field = model._meta.get_field(name)
+    if not isinstance(field, Field):  # pragma: no cover - a relation's reverse side
+        raise TypeError(f"{model.__name__}.{name} is not a concrete field")
+    return field
+
+
+def _pk_column(model: type[Model]) -> str:
+    pk = model._meta.pk
+    assert pk is not None
+    return str(pk.column)
+
+
+def _assignments(
+    model: type[Model], values: Mapping[str, Any], using: str
+) -> tuple[list[str], list[Any]]:
+    """``"column" = %s`` for each field in ``values``, and the adapted parameters."""
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    sets, params = [], []
+    for name, value in values.items():
+        field = _field(model, name)
+        sets.append(f"{quote(str(field.column))} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    return sets, params
+
+
+def prep(model: type[Model], field: str, value: Any) -> Any:
+    """``value`` adapted for ``field``'s column, for a parameter of raw SQL."""
+    connection = connections[router.db_for_write(model)]
+    return _field(model, field).get_db_prep_save(value, connection)
+
+
+def update_returning(
+    model: type[Model],
+    pks: Sequence[int],
+    where: str,
+    where_params: Sequence[Any],
+    values: Mapping[str, Any],
+    increment: str = "",
+) -> list[Any]:
+    """``UPDATE model SET values WHERE pk IN pks AND (where) RETURNING *``, as instances.
+
+    Only where ``native()`` is true. ``where`` is raw SQL on the model's own columns;
+    ``increment`` names one integer field to add 1 to. Returns the rows the statement
+    changed, ordered by primary key.
+    """
+    using = router.db_for_write(model)
+    if not _native(using):
+        raise NotImplementedError(f"UPDATE … RETURNING on {connections[using].vendor}")
+    quote = connections[using].ops.quote_name
+    table = quote(model._meta.db_table)
+    pk_column = quote(_pk_column(model))
+    sets, params = _assignments(model, values, using)
+    if increment:
+        column = quote(str(_field(model, increment).column))
+        sets.append(f"{column} = {column} + 1")
+    manager = model._default_manager.db_manager(using)
+    rows: list[Any] = []
+    for start in range(0, len(pks), CHUNK):
+        chunk = list(pks[start : start + CHUNK])
+        marks = ", ".join(["%s"] * len(chunk))
+        # Quoted names and placeholders only: every value is a parameter.
+        sql = (
+            f"UPDATE {table} SET {', '.join(sets)}"  # noqa: S608
+            f" WHERE {pk_column} IN ({marks}) AND ({where}) RETURNING *"
+        )
+        rows.extend(manager.raw(sql, [*params, *chunk, *where_params]))
+    rows.sort(key=lambda row: row.pk)
+    return rows
+
+
+def update_each(
+    model: type[Model], field: str, per_row: Mapping[int, Any], shared: Mapping[str, Any]
+) -> int:
+    """Set ``field`` to its own value on each row of ``per_row`` (pk -> value), and the
+    ``shared`` values on all of them, in one statement per CHUNK rows.
+
+    Elsewhere than PostgreSQL and SQLite: one UPDATE for ``shared`` and a
+    ``bulk_update`` for ``field``. Returns how many rows changed.
+    """
+    if not per_row:
+        return 0
+    using = router.db_for_write(model)
+    manager = model._default_manager.db_manager(using)
+    if not _native(using):  # pragma: no cover - databases CI does not run
+        changed = manager.filter(pk__in=list(per_row)).update(**shared)
+        objs = manager.in_bulk(list(per_row))
+        for pk, obj in objs.items():
+            setattr(obj, field, per_row[pk])
+        manager.bulk_update(list(objs.values()), [field])
+        return int(changed)
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    pk_column = quote(_pk_column(model))
+    target = _field(model, field)
+    sets, params = _assignments(model, shared, using)
+    sets.append(f"{quote(str(target.column))} = v.column2")
+    changed = 0
+    items = list(per_row.items())
+    for start in range(0, len(items), CHUNK):
+        chunk = items[start : start + CHUNK]
+        rows_sql = ", ".join(["(%s, %s)"] * len(chunk))
+        values: list[Any] = []
+        for pk, value in chunk:
+            values += [pk, target.get_db_prep_save(value, connection)]
+        # Quoted names and placeholders only: every value is a parameter.
+        sql = (
+            f"UPDATE {table} SET {', '.join(sets)} FROM (VALUES {rows_sql}) AS v"  # noqa: S608
+            f" WHERE {table}.{pk_column} = v.column1"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*params, *values])
+            changed += cursor.rowcount
+    return changed
+
+
+def insert(model: type[Model], objs: Sequence[Any]) -> None:
+    """Insert ``objs`` and set their primary keys, like ``bulk_create``, only faster.
+
+    On PostgreSQL with psycopg 3: the keys are drawn from the table's sequence in one
+    statement and the rows go in with ``COPY``, which skips building (and PostgreSQL
+    parsing) a statement with a parameter per value. Elsewhere: ``bulk_create``.
+    """
+    if not objs:
+        return
+    using = router.db_for_write(model)
+    connection = connections[using]
+    manager = model._default_manager.db_manager(using)
+    connection.ensure_connection()
+    if connection.vendor != "postgresql" or not hasattr(connection.connection, "cursor"):
+        manager.bulk_create(objs)  # pragma: no cover - databases CI does not run
+        return
+    quote = connection.ops.quote_name
+    pk = model._meta.pk
+    assert pk is not None
+    fields = [f for f in model._meta.concrete_fields if f is not pk]
+    columns = ", ".join(quote(str(f.column)) for f in [pk, *fields])
+    with connection.cursor() as cursor:
+        raw = cursor.cursor  # the driver's own cursor, under Django's wrapper
+        if not hasattr(raw, "copy"):  # psycopg2
+            manager.bulk_create(objs)
+            return
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [model._meta.db_table, pk.column, len(objs)],
+        )
+        keys = [row[0] for row in cursor.fetchall()]
+        with raw.copy(f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN") as copy:
+            for key, obj in zip(keys, objs, strict=True):
+                copy.write_row(
+                    [key, *(f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields)]
+                )
+    for key, obj in zip(keys, objs, strict=True):
+        setattr(obj, pk.attname, key)
+        obj._state.adding = False
+        obj._state.db = using

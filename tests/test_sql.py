@@ -1,0 +1,132 @@
+"""The worker's one-statement writes (django_mailapi/sql.py) on the test database."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from django_mailapi import sql
+from django_mailapi.models import OutboundEmail, Status
+from tests.factories import make_email, payload
+
+pytestmark = pytest.mark.django_db
+
+AWKWARD = 'tab\there, line\nbreak, back\\slash, "quotes", \\N, é ✓ 🚀'
+
+
+def new_rows(n: int, **extra: object) -> list[OutboundEmail]:
+    now = timezone.now()
+    return [
+        OutboundEmail(
+            org="acme",
+            provider="resend",
+            idempotency_key=f"mailapi/acme/sql-{i}",
+            payload=payload(to=f"u{i}@example.com", subject=AWKWARD, text=AWKWARD),
+            recipients=f"u{i}@example.com",
+            recipient_count=1,
+            subject=AWKWARD,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+            **extra,
+        )
+        for i in range(n)
+    ]
+
+
+def test_the_test_database_takes_the_one_statement_forms():
+    assert connection.vendor in ("postgresql", "sqlite")
+    assert sql.native(OutboundEmail)
+
+
+def test_insert_sets_keys_and_stores_every_value_as_written():
+    rows = new_rows(3)
+    sql.insert(OutboundEmail, rows)
+
+    assert all(row.pk for row in rows)
+    assert not any(row._state.adding for row in rows)
+    for row in rows:
+        stored = OutboundEmail.objects.get(pk=row.pk)
+        assert stored.payload == row.payload
+        assert stored.payload["subject"] == AWKWARD
+        assert stored.subject == AWKWARD
+        assert stored.idempotency_key == row.idempotency_key
+        assert stored.next_attempt_at == row.next_attempt_at
+        assert stored.leased_until is None
+        assert stored.quota_day is None
+        assert stored.status == Status.QUEUED
+        assert stored.batch_key == ""
+
+
+def test_insert_draws_keys_the_orm_can_continue_from():
+    rows = new_rows(2)
+    sql.insert(OutboundEmail, rows)
+    later = make_email(status=Status.QUEUED)
+    assert later.pk > max(row.pk for row in rows)
+
+
+def test_insert_of_nothing_is_no_statement(django_assert_num_queries):
+    with django_assert_num_queries(0):
+        sql.insert(OutboundEmail, [])
+
+
+def test_update_each_sets_one_value_per_row_and_shared_values_on_all(monkeypatch):
+    monkeypatch.setattr(sql, "CHUNK", 2)  # three statements for five rows
+    rows = new_rows(5)
+    sql.insert(OutboundEmail, rows)
+    now = timezone.now()
+    ids = {row.pk: f"id-{row.pk}-{AWKWARD}" for row in rows[:4]}
+
+    changed = sql.update_each(
+        OutboundEmail,
+        "provider_message_id",
+        ids,
+        {"status": Status.SENT, "sent_at": now, "leased_until": None, "payload": None},
+    )
+
+    assert changed == 4
+    for row in OutboundEmail.objects.filter(pk__in=ids):
+        assert row.provider_message_id == ids[row.pk]
+        assert (row.status, row.sent_at, row.payload) == (Status.SENT, now, None)
+    untouched = OutboundEmail.objects.get(pk=rows[4].pk)
+    assert (untouched.status, untouched.provider_message_id) == (Status.QUEUED, "")
+    assert sql.update_each(OutboundEmail, "provider_message_id", {}, {"status": "x"}) == 0
+
+
+def test_update_returning_changes_only_matching_rows_and_returns_them(monkeypatch):
+    monkeypatch.setattr(sql, "CHUNK", 2)
+    rows = new_rows(5)
+    sql.insert(OutboundEmail, rows)
+    OutboundEmail.objects.filter(pk=rows[1].pk).update(status=Status.SENT)
+    later = timezone.now() + dt.timedelta(minutes=5)
+
+    returned = sql.update_returning(
+        OutboundEmail,
+        [row.pk for row in reversed(rows)],
+        "status = %s",
+        [Status.QUEUED],
+        {"lease_token": "t" * 32, "leased_until": later, "status": Status.SENDING},
+        increment="attempts",
+    )
+
+    expected = [rows[i].pk for i in (0, 2, 3, 4)]
+    assert [row.pk for row in returned] == expected  # ordered by key
+    for row in returned:
+        assert (row.status, row.lease_token, row.leased_until, row.attempts) == (
+            Status.SENDING,
+            "t" * 32,
+            later,
+            1,
+        )
+        assert row.payload["subject"] == AWKWARD  # every column, converted as the ORM does
+    assert OutboundEmail.objects.get(pk=rows[1].pk).attempts == 0
+
+
+def test_update_returning_refuses_a_database_without_it(monkeypatch):
+    monkeypatch.setattr(sql, "_native", lambda using: False)
+    assert not sql.native(OutboundEmail)
+    with pytest.raises(NotImplementedError):
+        sql.update_returning(OutboundEmail, [1], "TRUE", [], {"status": Status.SENDING})
