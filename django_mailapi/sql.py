@@ -1,8 +1,8 @@
 """Bulk statements the ORM cannot write in one round trip, for the worker's hot path.
 
-PostgreSQL and SQLite (3.35 and later) take ``UPDATE … RETURNING`` and
-``UPDATE … FROM (VALUES …)``; on any other database the same results come from the
-ORM in two statements. Values go through each field's own ``get_db_prep_save``, so
+PostgreSQL and SQLite (3.35 and later) take ``UPDATE … RETURNING`` and ``UPDATE … FROM``
+a list of (key, value) rows; on any other database the same results come from the ORM
+in two statements. Values go through each field's own ``get_db_prep_save``, so
 they are adapted exactly as ``QuerySet.update()`` would adapt them.
 """
 
@@ -44,6 +44,12 @@ def _pk_column(model: type[Model]) -> str:
     pk = model._meta.pk
     assert pk is not None
     return str(pk.column)
+
+
+def _pk_name(model: type[Model]) -> str:
+    pk = model._meta.pk
+    assert pk is not None
+    return pk.name
 
 
 def _assignments(
@@ -92,15 +98,18 @@ def update_returning(
         sets.append(f"{column} = {column} + 1")
     manager = model._default_manager.db_manager(using)
     rows: list[Any] = []
+    postgresql = connections[using].vendor == "postgresql"
     for start in range(0, len(pks), CHUNK):
         chunk = list(pks[start : start + CHUNK])
-        marks = ", ".join(["%s"] * len(chunk))
+        # One array parameter on PostgreSQL: a shorter statement to build and parse.
+        marks = "= ANY(%s)" if postgresql else f"IN ({', '.join(['%s'] * len(chunk))})"
+        keys: list[Any] = [chunk] if postgresql else chunk
         # Quoted names and placeholders only: every value is a parameter.
         sql = (
             f"UPDATE {table} SET {', '.join(sets)}"  # noqa: S608
-            f" WHERE {pk_column} IN ({marks}) AND ({where}) RETURNING *"
+            f" WHERE {pk_column} {marks} AND ({where}) RETURNING *"
         )
-        rows.extend(manager.raw(sql, [*params, *chunk, *where_params]))
+        rows.extend(manager.raw(sql, [*params, *keys, *where_params]))
     rows.sort(key=lambda row: row.pk)
     return rows
 
@@ -131,19 +140,36 @@ def update_each(
     pk_column = quote(_pk_column(model))
     target = _field(model, field)
     sets, params = _assignments(model, shared, using)
-    sets.append(f"{quote(str(target.column))} = v.column2")
     changed = 0
     items = list(per_row.items())
+    if connection.vendor == "postgresql":
+        # Two array parameters, unnested into (key, value) rows.
+        sets.append(f"{quote(str(target.column))} = v.value")
+        pk_type = _field(model, _pk_name(model)).db_type(connection) or "bigint"
+        value_type = target.db_type(connection) or "text"
+        source = (
+            f"unnest(%s::{pk_type.split('(')[0]}[], %s::{value_type.split('(')[0]}[])"
+            " AS v(key, value)"
+        )
+        key = "v.key"
+    else:
+        sets.append(f"{quote(str(target.column))} = v.column2")
+        key = "v.column1"
     for start in range(0, len(items), CHUNK):
         chunk = items[start : start + CHUNK]
-        rows_sql = ", ".join(["(%s, %s)"] * len(chunk))
-        values: list[Any] = []
-        for pk, value in chunk:
-            values += [pk, target.get_db_prep_save(value, connection)]
+        prepared = [target.get_db_prep_save(value, connection) for _pk, value in chunk]
+        values: list[Any]
+        if connection.vendor == "postgresql":
+            values = [[pk for pk, _value in chunk], prepared]
+        else:
+            source = f"(VALUES {', '.join(['(%s, %s)'] * len(chunk))}) AS v"
+            values = [
+                x for (pk, _), value in zip(chunk, prepared, strict=True) for x in (pk, value)
+            ]
         # Quoted names and placeholders only: every value is a parameter.
         sql = (
-            f"UPDATE {table} SET {', '.join(sets)} FROM (VALUES {rows_sql}) AS v"  # noqa: S608
-            f" WHERE {table}.{pk_column} = v.column1"
+            f"UPDATE {table} SET {', '.join(sets)} FROM {source}"  # noqa: S608
+            f" WHERE {table}.{pk_column} = {key}"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, [*params, *values])
