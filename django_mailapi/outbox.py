@@ -7,16 +7,19 @@ queued ──claim──▶ sending ──API 2xx──▶ sent
    │   permanent     └──────────────▶ failed
    └──── sweeper / mailapi_retry / admin "retry now"
 
-A claim is one conditional UPDATE that takes a lease, so two workers can never both
-send the same row; a worker that dies leaves a lease that runs out, and the row is
-claimed again. Every retry reuses the row's Idempotency-Key, so if the first worker's
-request did reach the API, the API answers the retry with the original email instead
-of sending a second one. Emails sent in one batch request share that request's key
+A claim takes a lease on the due rows, so two workers can never both send the same row:
+on PostgreSQL the rows are read FOR UPDATE SKIP LOCKED and leased, booked and batched in
+one transaction (claim_and_plan); elsewhere one conditional UPDATE … RETURNING takes the
+lease. A worker that dies leaves a lease that runs out, and the row is claimed again.
+Every retry reuses the row's Idempotency-Key, so if the first worker's request did
+reach the API, the API answers the retry with the original email instead of sending a
+second one. Emails sent in one batch request share that request's key
 (``batch_key``) and are retried together under it. No lock is held during an HTTP call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -82,18 +85,82 @@ def process(ids: Sequence[int]) -> dict[str, int]:
     """Send the due emails among ``ids``. Returns a count per outcome."""
     now = timezone.now()
     lease = get_settings().LEASE_SECONDS
-    rows = claim(ids, now, lease)
-    # A batch that failed as a whole is retried whole: bring in its other due members.
-    batch_keys = {row.batch_key for row in rows if row.batch_key}
-    if batch_keys:
-        rows += claim(ids, now, lease, batch_keys=batch_keys)
+    if _plans_while_claiming():
+        deliveries = claim_and_plan(ids, now, lease)
+    else:
+        rows = claim(ids, now, lease)
+        # A batch that failed as a whole is retried whole: bring in its other due members.
+        batch_keys = {row.batch_key for row in rows if row.batch_key}
+        if batch_keys:
+            rows += claim(ids, now, lease, batch_keys=batch_keys)
+        deliveries = _deliveries(rows, write=True)
+        for delivery in deliveries:
+            delivery.prepare()
+    outcomes: Counter[str] = Counter()
+    for delivery in deliveries:
+        outcomes.update(delivery.send())
+    return dict(outcomes)
+
+
+def _deliveries(rows: list[OutboundEmail], *, write: bool) -> list[Delivery]:
     groups: dict[tuple[str, str, str], list[OutboundEmail]] = defaultdict(list)
     for row in rows:
         groups[(row.mailer, row.org, row.provider)].append(row)
-    outcomes: Counter[str] = Counter()
-    for (mailer, _org, _provider), group in groups.items():
-        outcomes.update(Delivery(get_settings(mailer), group).run())
-    return dict(outcomes)
+    return [
+        Delivery(get_settings(mailer), group, write=write)
+        for (mailer, _org, _provider), group in groups.items()
+    ]
+
+
+def _plans_while_claiming() -> bool:
+    from django.db import connections, router
+
+    connection = connections[router.db_for_write(OutboundEmail)]
+    return connection.vendor == "postgresql" and sql.native(OutboundEmail)
+
+
+#: Written on every row claim_and_plan takes, each with its own values.
+_PLANNED = ["attempts", "quota_units", "quota_day", "batch_key"]
+
+
+def claim_and_plan(ids: Sequence[int], now: dt.datetime, lease_seconds: int) -> list[Delivery]:
+    """Claim the due emails among ``ids`` and plan their sending, in one transaction.
+
+    PostgreSQL: the rows are read ``FOR UPDATE SKIP LOCKED`` (rows another worker is
+    claiming right now are left to it), quota is booked and batches are formed in
+    memory, and one ``UPDATE`` writes the lease with each row's units, day and batch
+    key. Either all of that is committed or none of it. Batch siblings of a row that
+    failed with its batch are brought in, as ``process`` does elsewhere.
+    """
+    token = uuid.uuid4().hex
+    until = now + dt.timedelta(seconds=lease_seconds)
+    with transaction.atomic():
+        due = OutboundEmail.objects.due(now).select_for_update(skip_locked=True).order_by("pk")
+        rows = list(due.filter(pk__in=list(ids)))
+        keys = {row.batch_key for row in rows if row.batch_key}
+        if keys:
+            rows += list(due.filter(batch_key__in=keys).exclude(pk__in=[r.pk for r in rows]))
+        if not rows:
+            return []
+        for row in rows:
+            row.status, row.lease_token, row.leased_until = Status.SENDING, token, until
+            row.updated_at = now
+            row.attempts += 1
+        deliveries = _deliveries(rows, write=False)
+        for delivery in deliveries:
+            delivery.prepare()
+        sql.update_each(
+            OutboundEmail,
+            _PLANNED,
+            {row.pk: [getattr(row, name) for name in _PLANNED] for row in rows},
+            {
+                "status": Status.SENDING,
+                "lease_token": token,
+                "leased_until": until,
+                "updated_at": now,
+            },
+        )
+    return deliveries
 
 
 def provider_class_for(row: OutboundEmail, conf: MailapiSettings) -> type[Provider]:
@@ -135,18 +202,31 @@ class Delivery:
     #: Sent emails are written down at least this often, so a crash re-sends few.
     FLUSH_EVERY = 20
 
-    def __init__(self, conf: MailapiSettings, rows: list[OutboundEmail]) -> None:
+    def __init__(
+        self, conf: MailapiSettings, rows: list[OutboundEmail], *, write: bool = True
+    ) -> None:
         self.conf = conf
         self.rows = rows
+        #: False: prepare() books quota without writing it; the caller writes the plan.
+        self.write = write
         self.sent: list[tuple[OutboundEmail, str]] = []
         self.outcomes: Counter[str] = Counter()
+        #: Rows that will not be sent this time, recorded first thing in send().
+        self.refused: list[tuple[OutboundEmail, SendError]] = []
+        self.plan: tuple[Provider, str, int, list[OutboundEmail], list[OutboundEmail]] | None
+        self.plan = None
 
     def run(self) -> Counter[str]:
+        self.prepare()
+        return self.send()
+
+    def prepare(self) -> None:
+        """Check the rows, book their quota and put them in batches. No HTTP."""
         try:
             provider, api_key = provider_for(self.rows[0], self.conf)
         except Exception as exc:  # no key, unknown provider: every email fails the same way
-            self.fail([(row, as_send_error(exc)) for row in self.rows])
-            return self.outcomes
+            self.refused = [(row, as_send_error(exc)) for row in self.rows]
+            return
         ready = self.checked(provider)
         size = min(self.conf.BATCH_SIZE, provider.max_batch)
 
@@ -159,6 +239,16 @@ class Delivery:
         )
         batchable = [row for row in ready if fits(row)]
         singles = [row for row in ready if not fits(row)]
+        self.plan = (provider, api_key, size, batchable, singles)
+
+    def send(self) -> Counter[str]:
+        """Record what prepare() refused, then send the rest and record the outcomes."""
+        self.fail(self.refused)
+        self.refused = []
+        if self.plan is None:
+            return self.outcomes
+        provider, api_key, size, batchable, singles = self.plan
+        self.plan = None
         for batch_key, chunk in self.batches(batchable, size):
             self.send_batch(provider, api_key, batch_key, chunk)
         for row in singles:
@@ -169,8 +259,8 @@ class Delivery:
         return self.outcomes
 
     def checked(self, provider: Provider) -> list[OutboundEmail]:
-        """Rows the provider accepts as they are; the rest fail with a local code."""
-        ready, refused = [], []
+        """Rows the provider accepts as they are; the rest are refused with a local code."""
+        ready = []
         for row in self.rows:
             try:
                 if row.payload is None:
@@ -181,18 +271,17 @@ class Delivery:
                     )
                 provider.validate(row.payload)
             except Exception as exc:
-                refused.append((row, as_send_error(exc)))
+                self.refused.append((row, as_send_error(exc)))
             else:
                 ready.append(row)
-        self.fail(refused)
         return ready
 
     def reserved(
         self, rows: list[OutboundEmail], assign: Callable[[list[OutboundEmail]], list[int]]
     ) -> list[OutboundEmail]:
         """Rows that hold quota (reserved now in one operation, or before a crash)."""
-        granted, refused = reserve_rows(rows, self.conf, assign)
-        self.fail([(row, as_send_error(exc)) for row, exc in refused])
+        granted, refused = reserve_rows(rows, self.conf, assign, write=self.write)
+        self.refused += [(row, as_send_error(exc)) for row, exc in refused]
         return granted
 
     @staticmethod
@@ -291,13 +380,16 @@ def reserve_rows(
     rows: list[OutboundEmail],
     conf: MailapiSettings,
     assign: Callable[[list[OutboundEmail]], list[int]] | None = None,
+    *,
+    write: bool = True,
 ) -> tuple[list[OutboundEmail], list[tuple[OutboundEmail, QuotaExceeded]]]:
     """Book units for rows of one org: all in one operation, else as many as fit.
 
     Rows that already hold units (reserved before their worker died) keep them. What was
     booked is written on the rows in the same transaction, so it is never booked twice.
     When all fit, ``assign`` (if given) puts rows in batches in memory and returns the
-    pks it changed; their batch keys are written in that same statement.
+    pks it changed; their batch keys are written in that same statement. ``write=False``
+    (inside claim_and_plan's transaction): book, and leave the writing to the caller.
     """
     holding = [row for row in rows if row.quota_units]
     needing = [row for row in rows if not row.quota_units]
@@ -307,14 +399,24 @@ def reserve_rows(
     refused: list[tuple[OutboundEmail, QuotaExceeded]] = []
     org = needing[0].org
     units = [quota.units_for(row.recipient_count, conf) for row in needing]
-    try:
-        with transaction.atomic():
-            day = quota.reserve(org, sum(units), timezone.now(), conf)
-            for row, n in zip(needing, units, strict=True):
-                row.quota_units, row.quota_day = n, day
-            changed = {row.pk for row in needing}
-            changed.update(assign(holding + needing) if assign else ())
+
+    def book(batch: list[OutboundEmail], amounts: list[int], *, batches: bool) -> None:
+        # quota.reserve raises after its own statement, leaving the transaction usable.
+        day = quota.reserve(org, sum(amounts), timezone.now(), conf)
+        for row, n in zip(batch, amounts, strict=True):
+            row.quota_units, row.quota_day = n, day
+        changed = {row.pk for row in batch}
+        if batches and assign:
+            changed.update(assign(holding + needing))
+        if write:
             _note_reservations([row for row in rows if row.pk in changed])
+
+    def together() -> contextlib.AbstractContextManager[Any]:
+        return transaction.atomic() if write else contextlib.nullcontext()
+
+    try:
+        with together():
+            book(needing, units, batches=True)
         granted = needing
     except QuotaExceeded as exc:
         if len(needing) == 1:
@@ -322,10 +424,8 @@ def reserve_rows(
         else:  # not all fit: take them one by one, in order
             for row, n in zip(needing, units, strict=True):
                 try:
-                    with transaction.atomic():
-                        day = quota.reserve(org, n, timezone.now(), conf)
-                        row.quota_units, row.quota_day = n, day
-                        _note_reservations([row])
+                    with together():
+                        book([row], [n], batches=False)
                     granted.append(row)
                 except QuotaExceeded as one:
                     refused.append((row, one))
@@ -389,12 +489,13 @@ def record_sent_many(sent: list[tuple[OutboundEmail, str]], conf: MailapiSetting
     }
     if not conf.KEEP_SENT_PAYLOAD:
         shared["payload"] = None
-    ids: dict[int, str] = {}
+    ids: dict[int, tuple[str]] = {}
     for row, message_id in sent:
-        row.provider_message_id = ids[row.pk] = message_id[:255]
+        row.provider_message_id = message_id[:255]
+        ids[row.pk] = (row.provider_message_id,)
         for name, value in shared.items():
             setattr(row, name, value)
-    sql.update_each(OutboundEmail, "provider_message_id", ids, shared)
+    sql.update_each(OutboundEmail, ["provider_message_id"], ids, shared)
     for row, _ in sent:
         signals.message_sent.send(sender=OutboundEmail, email=row)
 

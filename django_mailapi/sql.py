@@ -115,13 +115,16 @@ def update_returning(
 
 
 def update_each(
-    model: type[Model], field: str, per_row: Mapping[int, Any], shared: Mapping[str, Any]
+    model: type[Model],
+    fields: Sequence[str],
+    per_row: Mapping[int, Sequence[Any]],
+    shared: Mapping[str, Any],
 ) -> int:
-    """Set ``field`` to its own value on each row of ``per_row`` (pk -> value), and the
-    ``shared`` values on all of them, in one statement per CHUNK rows.
+    """Set ``fields`` to each row's own values (``per_row``: pk -> one value per field),
+    and the ``shared`` values on all of them, in one statement per CHUNK rows.
 
     Elsewhere than PostgreSQL and SQLite: one UPDATE for ``shared`` and a
-    ``bulk_update`` for ``field``. Returns how many rows changed.
+    ``bulk_update`` for ``fields``. Returns how many rows changed.
     """
     if not per_row:
         return 0
@@ -131,45 +134,50 @@ def update_each(
         changed = manager.filter(pk__in=list(per_row)).update(**shared)
         objs = manager.in_bulk(list(per_row))
         for pk, obj in objs.items():
-            setattr(obj, field, per_row[pk])
-        manager.bulk_update(list(objs.values()), [field])
+            for name, value in zip(fields, per_row[pk], strict=True):
+                setattr(obj, name, value)
+        manager.bulk_update(list(objs.values()), list(fields))
         return int(changed)
     connection = connections[using]
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     pk_column = quote(_pk_column(model))
-    target = _field(model, field)
+    targets = [_field(model, name) for name in fields]
     sets, params = _assignments(model, shared, using)
+    postgresql = connection.vendor == "postgresql"
+    if postgresql:
+        # One array parameter per column, unnested into rows: (key, value, value, ...).
+        types = [_field(model, _pk_name(model)).db_type(connection) or "bigint"]
+        types += [target.db_type(connection) or "text" for target in targets]
+        arrays = ", ".join(f"%s::{kind.split('(')[0]}[]" for kind in types)
+        names = ", ".join(f"c{i}" for i in range(len(types)))
+        source = f"unnest({arrays}) AS v({names})"
+        columns = [f"v.c{i}" for i in range(len(types))]
+    else:  # SQLite names a VALUES list's columns column1, column2, ...
+        columns = [f"v.column{i + 1}" for i in range(len(targets) + 1)]
+    sets += [
+        f"{quote(str(target.column))} = {column}"
+        for target, column in zip(targets, columns[1:], strict=True)
+    ]
     changed = 0
     items = list(per_row.items())
-    if connection.vendor == "postgresql":
-        # Two array parameters, unnested into (key, value) rows.
-        sets.append(f"{quote(str(target.column))} = v.value")
-        pk_type = _field(model, _pk_name(model)).db_type(connection) or "bigint"
-        value_type = target.db_type(connection) or "text"
-        source = (
-            f"unnest(%s::{pk_type.split('(')[0]}[], %s::{value_type.split('(')[0]}[])"
-            " AS v(key, value)"
-        )
-        key = "v.key"
-    else:
-        sets.append(f"{quote(str(target.column))} = v.column2")
-        key = "v.column1"
     for start in range(0, len(items), CHUNK):
         chunk = items[start : start + CHUNK]
-        prepared = [target.get_db_prep_save(value, connection) for _pk, value in chunk]
+        rows = [
+            [pk, *(t.get_db_prep_save(v, connection) for t, v in zip(targets, values, strict=True))]
+            for pk, values in chunk
+        ]
         values: list[Any]
-        if connection.vendor == "postgresql":
-            values = [[pk for pk, _value in chunk], prepared]
+        if postgresql:
+            values = [list(column) for column in zip(*rows, strict=True)]
         else:
-            source = f"(VALUES {', '.join(['(%s, %s)'] * len(chunk))}) AS v"
-            values = [
-                x for (pk, _), value in zip(chunk, prepared, strict=True) for x in (pk, value)
-            ]
+            marks = "(" + ", ".join(["%s"] * len(columns)) + ")"
+            source = f"(VALUES {', '.join([marks] * len(rows))}) AS v"
+            values = [value for row in rows for value in row]
         # Quoted names and placeholders only: every value is a parameter.
         sql = (
             f"UPDATE {table} SET {', '.join(sets)} FROM {source}"  # noqa: S608
-            f" WHERE {table}.{pk_column} = {key}"
+            f" WHERE {table}.{pk_column} = {columns[0]}"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, [*params, *values])

@@ -128,21 +128,35 @@ def test_a_batch_of_100_takes_four_statements(sandbox):
         outbox.process([row.pk for row in rows])
     assert OutboundEmail.objects.filter(status=Status.SENT).count() == 100
 
-    # The test's own transaction turns the reservation's into a savepoint; leave those out.
+    # The test's own transaction turns the worker's into savepoints; leave those out.
     statements = [q["sql"] for q in captured if "SAVEPOINT" not in q["sql"]]
-    kinds = [
-        "claim"
-        if "RETURNING" in sql and "outboundemail" in sql
-        else "reserve"
-        if "usagecounter" in sql
-        else "note"
-        if '"batch_key"' in sql and '"quota_units"' in sql
-        else "sent"
-        if '"provider_message_id"' in sql
-        else sql[:60]
-        for sql in statements
-    ]
-    assert kinds == ["claim", "reserve", "note", "sent"]
+
+    def kind(sql: str) -> str:
+        if "usagecounter" in sql or "orgquota" in sql:
+            return "reserve"
+        if "FOR UPDATE SKIP LOCKED" in sql or "RETURNING" in sql:
+            return "claim"
+        if '"provider_message_id"' in sql:
+            return "sent"
+        if '"batch_key"' in sql and '"quota_units"' in sql:
+            return "plan"
+        return sql[:60]
+
+    # PostgreSQL: rows read FOR UPDATE, quota booked, then one UPDATE writes the lease
+    # with each row's units and batch key. Elsewhere (SQLite): the claim's UPDATE …
+    # RETURNING takes the lease, and the units and batch key follow in one UPDATE.
+    kinds = [kind(sql) for sql in statements]
+    if connection.vendor == "postgresql":
+        assert kinds == ["claim", "reserve", "plan", "sent"]
+        assert "FOR UPDATE SKIP LOCKED" in statements[0]
+        assert '"lease_token"' in statements[2]
+    else:  # the portable reservation takes a few statements of its own
+        assert [k for i, k in enumerate(kinds) if k != kinds[i - 1] or i == 0] == [
+            "claim",
+            "reserve",
+            "plan",
+            "sent",
+        ]
 
 
 def test_an_email_bigger_than_the_limit_fails_instead_of_waiting_forever(sandbox, settings):
@@ -157,3 +171,32 @@ def test_an_email_bigger_than_the_limit_fails_instead_of_waiting_forever(sandbox
     assert row.last_error_code == "quota_too_small"
     assert "never" in FailedSend.objects.get().message
     assert sandbox.emails == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_another_worker_is_claiming_is_skipped_not_waited_for(sandbox):
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: PostgreSQL")
+    import psycopg
+
+    rows = queue("a@example.com", "b@example.com", "c@example.com")
+    settings_dict = connection.settings_dict
+    other = psycopg.connect(
+        host=settings_dict["HOST"],
+        port=settings_dict["PORT"],
+        user=settings_dict["USER"],
+        dbname=settings_dict["NAME"],
+    )
+    try:
+        # Another worker is between its read and its UPDATE of row b.
+        other.execute(
+            "SELECT id FROM django_mailapi_outboundemail WHERE id = %s FOR UPDATE", [rows[1].pk]
+        )
+        assert outbox.process([row.pk for row in rows]) == {"sent": 2}
+        assert OutboundEmail.objects.get(pk=rows[1].pk).status == Status.QUEUED
+    finally:
+        other.close()  # its transaction ends, the lock with it
+    assert outbox.process([rows[1].pk]) == {"sent": 1}
+    assert [r.status for r in OutboundEmail.objects.order_by("pk")] == [Status.SENT] * 3
+    assert UsageCounter.objects.get(period="day").units_sent == 3
+    assert len(sandbox.emails) == 3

@@ -78,22 +78,26 @@ def test_update_each_sets_one_value_per_row_and_shared_values_on_all(monkeypatch
     rows = new_rows(5)
     sql.insert(OutboundEmail, rows)
     now = timezone.now()
-    ids = {row.pk: f"id-{row.pk}-{AWKWARD}" for row in rows[:4]}
+    day = dt.date(2026, 11, 22)
+    ids = {
+        row.pk: (f"id-{row.pk}-{AWKWARD}", i + 1, day if i % 2 else None)
+        for i, row in enumerate(rows[:4])
+    }
 
     changed = sql.update_each(
         OutboundEmail,
-        "provider_message_id",
+        ["provider_message_id", "quota_units", "quota_day"],
         ids,
         {"status": Status.SENT, "sent_at": now, "leased_until": None, "payload": None},
     )
 
     assert changed == 4
     for row in OutboundEmail.objects.filter(pk__in=ids):
-        assert row.provider_message_id == ids[row.pk]
+        assert (row.provider_message_id, row.quota_units, row.quota_day) == ids[row.pk]
         assert (row.status, row.sent_at, row.payload) == (Status.SENT, now, None)
     untouched = OutboundEmail.objects.get(pk=rows[4].pk)
     assert (untouched.status, untouched.provider_message_id) == (Status.QUEUED, "")
-    assert sql.update_each(OutboundEmail, "provider_message_id", {}, {"status": "x"}) == 0
+    assert sql.update_each(OutboundEmail, ["provider_message_id"], {}, {"status": "x"}) == 0
 
 
 def test_update_returning_changes_only_matching_rows_and_returns_them(monkeypatch):
