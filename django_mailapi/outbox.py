@@ -115,8 +115,7 @@ def _deliveries(rows: list[OutboundEmail], *, write: bool) -> list[Delivery]:
 def _plans_while_claiming() -> bool:
     from django.db import connections, router
 
-    connection = connections[router.db_for_write(OutboundEmail)]
-    return connection.vendor == "postgresql" and sql.native(OutboundEmail)
+    return connections[router.db_for_write(OutboundEmail)].vendor == "postgresql"
 
 
 #: Written on every row claim_and_plan takes, each with its own values.

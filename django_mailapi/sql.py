@@ -40,16 +40,10 @@ def _field(model: type[Model], name: str) -> Field[Any, Any]:
     return field
 
 
-def _pk_column(model: type[Model]) -> str:
+def _pk(model: type[Model]) -> Field[Any, Any]:
     pk = model._meta.pk
     assert pk is not None
-    return str(pk.column)
-
-
-def _pk_name(model: type[Model]) -> str:
-    pk = model._meta.pk
-    assert pk is not None
-    return pk.name
+    return pk
 
 
 def _assignments(
@@ -91,7 +85,7 @@ def update_returning(
         raise NotImplementedError(f"UPDATE … RETURNING on {connections[using].vendor}")
     quote = connections[using].ops.quote_name
     table = quote(model._meta.db_table)
-    pk_column = quote(_pk_column(model))
+    pk_column = quote(str(_pk(model).column))
     sets, params = _assignments(model, values, using)
     if increment:
         column = quote(str(_field(model, increment).column))
@@ -141,13 +135,13 @@ def update_each(
     connection = connections[using]
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
-    pk_column = quote(_pk_column(model))
+    pk_column = quote(str(_pk(model).column))
     targets = [_field(model, name) for name in fields]
     sets, params = _assignments(model, shared, using)
     postgresql = connection.vendor == "postgresql"
     if postgresql:
         # One array parameter per column, unnested into rows: (key, value, value, ...).
-        types = [_field(model, _pk_name(model)).db_type(connection) or "bigint"]
+        types = [_pk(model).db_type(connection) or "bigint"]
         types += [target.db_type(connection) or "text" for target in targets]
         arrays = ", ".join(f"%s::{kind.split('(')[0]}[]" for kind in types)
         names = ", ".join(f"c{i}" for i in range(len(types)))
@@ -202,8 +196,7 @@ def insert(model: type[Model], objs: Sequence[Any]) -> None:
         manager.bulk_create(objs)  # pragma: no cover - databases CI does not run
         return
     quote = connection.ops.quote_name
-    pk = model._meta.pk
-    assert pk is not None
+    pk = _pk(model)
     fields = [f for f in model._meta.concrete_fields if f is not pk]
     columns = ", ".join(quote(str(f.column)) for f in [pk, *fields])
     with connection.cursor() as cursor:
