@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import functools
 import logging
+import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from email.message import Message
 from email.utils import parseaddr
 from typing import Any
@@ -57,11 +58,17 @@ def _visible(value: object) -> str:
     return str(value).replace("\x00", "\ufffd")
 
 
+#: A bare ASCII address with nothing for parseaddr to take apart: dot-separated atoms of
+#: letters, digits and ``_%+-`` on each side of one "@" (no name, quotes or comments).
+_BARE_ADDRESS = re.compile(r"[\w%+-]+(?:\.[\w%+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\Z", re.ASCII)
+
+
 @functools.lru_cache(maxsize=4096)
 def _is_valid_address(text: str) -> bool:
-    # Cached: a project sends from a few addresses and often to the same ones, and
-    # Django's validator is the costliest step of serializing a message.
-    _name, addr = parseaddr(text)
+    # Cached: a project sends from a few addresses and often to the same ones. parseaddr
+    # (pure Python) is the costliest step of serializing a message, and a bare address
+    # comes out of it unchanged, so it is only called for anything else.
+    addr = text if _BARE_ADDRESS.match(text) else parseaddr(text)[1]
     try:
         validate_email(addr)
     except ValidationError:
@@ -185,6 +192,7 @@ class EmailBackend(BaseEmailBackend):
         if not email_messages:
             return 0
         from .models import OutboundEmail
+        from .quota import resolve_org
 
         conf = self.conf
         # Configuration errors are raised whatever fail_silently says.
@@ -198,17 +206,17 @@ class EmailBackend(BaseEmailBackend):
                 code="configuration_error",
             )
         now = timezone.now()
-        rows: list[OutboundEmail] = []
+        # Every message is checked and serialized before anything is written, so a bad
+        # one refuses the whole call (fail_silently=False) with nothing queued.
+        parts: list[tuple[str, dict[str, Any]]] = []
         rejected: list[tuple[OutboundEmail, MailapiError]] = []
         accepted = 0
         for message in email_messages:
             try:
                 payload = serialize_message(message, provider)
+                org = resolve_org(message, conf)
                 # One row per part: APIs that take one recipient per call (Emitlo) split.
-                rows.extend(
-                    self._row(message, provider, conf, now, part)
-                    for part in provider_class.split(payload)
-                )
+                parts.extend((org, part) for part in provider_class.split(payload))
                 accepted += 1
             except MailapiError as exc:
                 if not self.fail_silently:
@@ -218,11 +226,13 @@ class EmailBackend(BaseEmailBackend):
             from .outbox import record_rejected
 
             record_rejected(rejected)
-        if not rows:
+        if not parts:
             return 0
+        chunks: Iterable[list[OutboundEmail]]
         if conf.CHECK_QUOTA_ON_ENQUEUE:
             from .quota import check_enqueue
 
+            rows = [self._row(org, provider, now, part) for org, part in parts]
             try:
                 check_enqueue(rows, conf, now)
             except QuotaExceeded:
@@ -230,29 +240,28 @@ class EmailBackend(BaseEmailBackend):
                 # emails anyway and the worker defers them like any over-quota email.
                 if not self.fail_silently:
                     raise
+            chunks = (rows[start : start + TASK_SIZE] for start in range(0, len(rows), TASK_SIZE))
+        else:  # rows are built a chunk at a time, so the first task leaves sooner
+            chunks = (
+                [
+                    self._row(org, provider, now, part)
+                    for org, part in parts[start : start + TASK_SIZE]
+                ]
+                for start in range(0, len(parts), TASK_SIZE)
+            )
         # One transaction and one task per TASK_SIZE rows: outside transaction.atomic()
         # the first emails are on their way while the rest are still being written.
         # Inside it, every chunk waits for the caller's commit, as the whole call does.
-        for start in range(0, len(rows), TASK_SIZE):
-            chunk = rows[start : start + TASK_SIZE]
+        for chunk in chunks:
             with transaction.atomic():
                 sql.insert(OutboundEmail, chunk)
                 signals.message_queued.send(sender=OutboundEmail, emails=chunk)
                 transaction.on_commit(functools.partial(dispatch, [row.pk for row in chunk], conf))
         return accepted
 
-    def _row(
-        self,
-        message: EmailMessage,
-        provider: str,
-        conf: MailapiSettings,
-        now: Any,
-        payload: dict[str, Any],
-    ) -> Any:
+    def _row(self, org: str, provider: str, now: Any, payload: dict[str, Any]) -> Any:
         from .models import OutboundEmail
-        from .quota import resolve_org
 
-        org = resolve_org(message, conf)
         recipients = payload["to"] + payload["cc"] + payload["bcc"]
         return OutboundEmail(
             org=org,

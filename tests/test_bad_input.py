@@ -120,3 +120,38 @@ def test_a_body_over_resends_limit_is_refused_before_any_request():
     with pytest.raises(SendError) as info:
         PROVIDER.validate(payload)
     assert info.value.code == "message_too_large"
+
+
+def _valid_the_long_way(text: str) -> bool:
+    """What the backend decided for every address before its bare-address shortcut."""
+    from email.utils import parseaddr
+
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    try:
+        validate_email(parseaddr(text)[1])
+    except ValidationError:
+        return False
+    return True
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.text(alphabet='abcXYZ09._%+-@<>"(), \\é', min_size=1, max_size=24) | st.emails().map(str))
+def test_bare_address_shortcut_decides_as_parseaddr_would(text: str) -> None:
+    from django_mailapi import backend
+
+    assert backend._is_valid_address.__wrapped__(text) == _valid_the_long_way(text)
+    if backend._BARE_ADDRESS.match(text):
+        from email.utils import parseaddr
+
+        assert parseaddr(text) == ("", text)
+
+
+def test_bare_address_shortcut_covers_everyday_addresses() -> None:
+    from django_mailapi import backend
+
+    for text in ["ann@example.org", "ann.lee+news@mail.example.co.uk", "a_b-c%d@x-y.io"]:
+        assert backend._BARE_ADDRESS.match(text), text
+    for text in ["Ann <ann@example.org>", "ann@@example.org", ".ann@example.org", "é@x.org"]:
+        assert not backend._BARE_ADDRESS.match(text), text
