@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import http.client
+import json
 import re
 import threading
 import time
@@ -304,6 +305,23 @@ def test_same_key_with_a_different_body_answers_409(sandbox: SandboxServer, api:
     assert response.status_code == 409
     assert response.json()["name"] == "invalid_idempotent_request"
     assert len(sandbox.emails) == 1
+
+
+def test_same_key_with_the_same_json_written_differently_is_a_replay(
+    sandbox: SandboxServer, api: Api
+) -> None:
+    headers = {"Idempotency-Key": "welcome/44", "Content-Type": "application/json"}
+    body = email(subject="Hello")
+    url = f"{sandbox.url}/emails"
+    first = api.session.post(url, data=json.dumps(body).encode(), headers=headers)
+    # The same JSON with its keys in another order and other spacing: not a new request.
+    reordered = json.dumps(dict(reversed(list(body.items()))), indent=2).encode()
+    second = api.session.post(url, data=reordered, headers=headers)
+
+    assert first.status_code == second.status_code == 200
+    assert second.json() == first.json()
+    assert len(sandbox.emails) == 1
+    assert sandbox.stats["replays"] == 1
 
 
 @pytest.mark.parametrize("key", ["", "k" * 257], ids=["empty", "257-chars"])

@@ -120,9 +120,16 @@ class _Stats:
         }
 
 
+def _canonical(request: tuple[str, bool, object]) -> str:
+    return json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 @dataclass
 class _IdempotencyEntry:
-    fingerprint: str
+    #: SHA-256 of the request as sent: path, batch mode and body bytes.
+    digest: str
+    #: The parsed request, compared key-order-blind when a retry's bytes differ.
+    request: tuple[str, bool, object]
     created_at: float
     #: None while the first request with this key is still being processed.
     reply: Reply | None = None
@@ -439,7 +446,7 @@ class SandboxServer:
         except (UnicodeDecodeError, json.JSONDecodeError):
             return dialect.problem(Problem.INVALID_JSON)
 
-        claim = self._claim_idempotency(api_key, idempotency_key, path, permissive, data)
+        claim = self._claim_idempotency(api_key, idempotency_key, (path, permissive, data), body)
         if isinstance(claim, Reply):
             return claim
         reply: Reply | None = None
@@ -541,19 +548,23 @@ class SandboxServer:
         return self.dialect.rate_limit_headers(limit, 0, 1, retry_after=1)
 
     def _claim_idempotency(
-        self, api_key: str, key: str | None, path: str, permissive: bool, data: object
+        self,
+        api_key: str,
+        key: str | None,
+        request: tuple[str, bool, object],
+        body: bytes,
     ) -> tuple[str, str] | Reply | None:
         """Reserve ``key`` for this request, or the reply to give instead.
 
-        Returns the store key to settle afterwards, ``None`` when no key was sent, or a
-        reply: the replayed first success, or a 409.
+        ``request`` is (path, batch mode, parsed body). Returns the store key to settle
+        afterwards, ``None`` when no key was sent, or a reply: the replayed first success,
+        or a 409. A retry matches when its bytes are the same, or else when its JSON is
+        the same with keys in any order.
         """
         if key is None:
             return None
-        canonical = json.dumps(
-            [path, permissive, data], sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        )
-        fingerprint = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        path, permissive, _data = request
+        digest = hashlib.sha256(f"{path}\n{permissive}\n".encode() + body).hexdigest()
         store_key = (api_key, key)
         now = time.time()
         with self._lock:
@@ -561,9 +572,9 @@ class SandboxServer:
             if entry is not None and entry.expired(now):
                 entry = None
             if entry is None:
-                self._idempotency[store_key] = _IdempotencyEntry(fingerprint, now)
+                self._idempotency[store_key] = _IdempotencyEntry(digest, request, now)
                 return store_key
-            if entry.fingerprint != fingerprint:
+            if entry.digest != digest and _canonical(entry.request) != _canonical(request):
                 return self.dialect.problem(Problem.IDEMPOTENCY_MISMATCH)
             if entry.reply is None:
                 return self.dialect.problem(Problem.IDEMPOTENCY_IN_PROGRESS)
@@ -617,7 +628,7 @@ class SandboxServer:
                 "id": f"{self.dialect.id_prefix}{uuid.uuid4()}",
                 "idempotency_key": context.idempotency_key,
                 "received_at": received_at,
-                "payload": copy.deepcopy(payload),
+                "payload": payload,  # parsed for this request alone; read out as copies
                 "headers": dict(headers),
                 "batch": batch,
             }
