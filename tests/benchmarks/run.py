@@ -141,7 +141,9 @@ def child_env(services: Services, settings: str, **extra: str) -> dict[str, str]
     return env
 
 
-def ours_env(services: Services, sandbox: SandboxServer, **mailapi: Any) -> dict[str, str]:
+def ours_env(
+    services: Services, sandbox: SandboxServer, *, pool: bool = True, **mailapi: Any
+) -> dict[str, str]:
     rate = mailapi.get("RATE_LIMIT")
     return child_env(
         services,
@@ -149,6 +151,7 @@ def ours_env(services: Services, sandbox: SandboxServer, **mailapi: Any) -> dict
         BENCH_SANDBOX_URL=sandbox.url,
         BENCH_BATCH_SIZE=str(mailapi.get("BATCH_SIZE", 100)),
         BENCH_RATE_LIMIT="" if rate is None else str(rate),
+        BENCH_DB_POOL="1" if pool else "0",
     )
 
 
@@ -409,12 +412,13 @@ def deliver_scenario(
     n: int,
     sandbox_rate: float | None = None,
     timeout: float = DELIVER_TIMEOUT,
+    pool: bool = True,
     **mailapi: Any,
 ) -> Result:
     clean_slate(services)
     with SandboxServer(port=0, rate_limit=sandbox_rate) as sandbox:
         if side == "ours":
-            python, env = OURS_PYTHON, ours_env(services, sandbox, **mailapi)
+            python, env = OURS_PYTHON, ours_env(services, sandbox, pool=pool, **mailapi)
         else:
             python, env = PEER_PYTHON, peer_env(services, sandbox)
         with worker(python, env, key):
@@ -438,7 +442,7 @@ def deliver_scenario(
         duplicates=dups,
         outbox=outbox_counts(services) if side == "ours" else None,
         note=note,
-        extra={"mailapi": mailapi} if mailapi else {},
+        extra=({"mailapi": mailapi} if mailapi else {}) | ({} if pool else {"db_pool": False}),
     )
 
 
@@ -631,6 +635,19 @@ def main() -> None:
                     group="e2e",
                     side="peer",
                     n=N,
+                ),
+            ),
+            (
+                "end to end 2,000: ours, BATCH_SIZE=100, no database connection pool",
+                lambda: deliver_scenario(
+                    services,
+                    key="e2e-ours-batch100-nopool",
+                    label="end to end: ours, BATCH_SIZE=100, no DB pool",
+                    group="e2e",
+                    side="ours",
+                    n=N,
+                    pool=False,
+                    BATCH_SIZE=100,
                 ),
             ),
             (

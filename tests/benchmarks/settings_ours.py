@@ -1,14 +1,23 @@
 """django-mailapi under benchmark: its defaults, except what a scenario sets.
 
-``BENCH_BATCH_SIZE`` and ``BENCH_RATE_LIMIT`` (empty = None) come from run.py.
+``BENCH_BATCH_SIZE`` and ``BENCH_RATE_LIMIT`` (empty = None) come from run.py, and so does
+``BENCH_DB_POOL`` ("0" turns Django's connection pool off for the worker).
 """
 
 from __future__ import annotations
 
 import os
 
+import django
+
 from tests.benchmarks.settings_common import *  # noqa: F403
-from tests.benchmarks.settings_common import API_KEY, INSTALLED_APPS, REDIS_URL, SANDBOX_URL
+from tests.benchmarks.settings_common import (
+    API_KEY,
+    DATABASES,
+    INSTALLED_APPS,
+    REDIS_URL,
+    SANDBOX_URL,
+)
 
 INSTALLED_APPS = [*INSTALLED_APPS, "django_mailapi"]
 EMAIL_BACKEND = "django_mailapi.backend.EmailBackend"
@@ -30,3 +39,10 @@ CACHES = {
         "KEY_PREFIX": "mailapi-bench",
     }
 }
+
+# Celery closes Django's database connections before and after every task; with Django's
+# pool (Django 5.1+, psycopg 3) closing hands the connection back instead of ending it, as
+# the README's "Worker database connections" recommends. Only our side uses the database
+# in its worker, so the peer's settings are left as they are.
+if os.environ.get("BENCH_DB_POOL", "1") != "0" and django.VERSION >= (5, 1):
+    DATABASES["default"]["OPTIONS"] = {"pool": {"min_size": 1, "max_size": 4}}
