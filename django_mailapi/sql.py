@@ -8,11 +8,21 @@ they are adapted exactly as ``QuerySet.update()`` would adapt them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django.db import connections, router
-from django.db.models import Field, Model
+from django.db.models import (
+    BigIntegerField,
+    CharField,
+    Field,
+    IntegerField,
+    Model,
+    PositiveIntegerField,
+    PositiveSmallIntegerField,
+    SmallIntegerField,
+    TextField,
+)
 
 #: Emails per statement: well under SQLite's limit of 32,766 parameters.
 CHUNK = 500
@@ -44,6 +54,38 @@ def _pk(model: type[Model]) -> Field[Any, Any]:
     pk = model._meta.pk
     assert pk is not None
     return pk
+
+
+#: Field classes whose get_db_prep_save returns a value of this exact type unchanged.
+_UNCHANGED: dict[type[Field[Any, Any]], type] = {
+    CharField: str,
+    TextField: str,
+    IntegerField: int,
+    SmallIntegerField: int,
+    BigIntegerField: int,
+    PositiveIntegerField: int,
+    PositiveSmallIntegerField: int,
+}
+
+
+def _saver(field: Field[Any, Any], connection: Any) -> Callable[[Any], Any]:
+    """``field.get_db_prep_save`` for ``connection``, skipped where it would change nothing.
+
+    A plain ``str`` for a CharField or an ``int`` for an IntegerField (the exact classes,
+    not subclasses) goes to the driver as it is, like ``None``; anything else takes the
+    field's own path. Writing thousands of values, the skipped calls are most of the cost.
+    """
+    prep = field.get_db_prep_save
+    kind = _UNCHANGED.get(type(field))
+    if kind is None:
+        return lambda value: prep(value, connection)
+
+    def save(value: Any) -> Any:
+        if value is None or type(value) is kind:
+            return value
+        return prep(value, connection)
+
+    return save
 
 
 def _assignments(
@@ -153,13 +195,13 @@ def update_each(
         f"{quote(str(target.column))} = {column}"
         for target, column in zip(targets, columns[1:], strict=True)
     ]
+    savers = [_saver(target, connection) for target in targets]
     changed = 0
     items = list(per_row.items())
     for start in range(0, len(items), CHUNK):
         chunk = items[start : start + CHUNK]
         rows = [
-            [pk, *(t.get_db_prep_save(v, connection) for t, v in zip(targets, values, strict=True))]
-            for pk, values in chunk
+            [pk, *(save(v) for save, v in zip(savers, values, strict=True))] for pk, values in chunk
         ]
         values: list[Any]
         if postgresql:
@@ -209,11 +251,10 @@ def insert(model: type[Model], objs: Sequence[Any]) -> None:
             [model._meta.db_table, pk.column, len(objs)],
         )
         keys = [row[0] for row in cursor.fetchall()]
+        savers = [(f.pre_save, _saver(f, connection)) for f in fields]
         with raw.copy(f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN") as copy:
             for key, obj in zip(keys, objs, strict=True):
-                copy.write_row(
-                    [key, *(f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields)]
-                )
+                copy.write_row([key, *(save(pre_save(obj, True)) for pre_save, save in savers)])
     for key, obj in zip(keys, objs, strict=True):
         setattr(obj, pk.attname, key)
         obj._state.adding = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -134,3 +135,33 @@ def test_update_returning_refuses_a_database_without_it(monkeypatch):
     assert not sql.native(OutboundEmail)
     with pytest.raises(NotImplementedError):
         sql.update_returning(OutboundEmail, [1], "TRUE", [], {"status": Status.SENDING})
+
+
+def test_values_skip_field_preparation_only_where_it_would_change_nothing():
+    field = OutboundEmail._meta.get_field
+    prepared: list[object] = []
+
+    def spy(name: str) -> Any:  # a saver for the field, its preparations recorded
+        target = field(name)
+        original = target.get_db_prep_save
+
+        def prep(value: object, conn: object) -> object:
+            prepared.append(value)
+            return original(value, conn)
+
+        target.get_db_prep_save = prep  # type: ignore[method-assign]
+        try:
+            return sql._saver(target, connection)
+        finally:
+            del target.get_db_prep_save
+
+    subject, attempts, status, sent_at = (
+        spy(n) for n in ("subject", "attempts", "status", "sent_at")
+    )
+    when = timezone.now()
+    assert subject("plain") == "plain" and attempts(3) == 3 and subject(None) is None
+    assert prepared == []  # a str for a TextField, an int for an IntegerField: as they are
+    assert attempts(True) == 1  # a bool is not an int here: the field adapts it
+    assert status(Status.SENT) == "sent"  # a str subclass: the field's own path
+    assert sent_at(when) is not None
+    assert prepared == [True, Status.SENT, when]
