@@ -7,9 +7,10 @@ import functools
 import logging
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from email.message import Message
 from email.utils import parseaddr
+from types import SimpleNamespace
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -28,6 +29,7 @@ from .exceptions import (
     QuotaExceeded,
     UnsupportedFeature,
 )
+from .providers.base import Provider
 
 logger = logging.getLogger("django_mailapi")
 
@@ -228,35 +230,38 @@ class EmailBackend(BaseEmailBackend):
             record_rejected(rejected)
         if not parts:
             return 0
-        chunks: Iterable[list[OutboundEmail]]
+        chunks: Iterable[Sequence[tuple[str, dict[str, Any]]]]
+        chunks = task_chunks(parts, provider_class, conf)
         if conf.CHECK_QUOTA_ON_ENQUEUE:
             from .quota import check_enqueue
 
-            rows = [self._row(org, provider, now, part) for org, part in parts]
+            chunks = list(chunks)
             try:
-                check_enqueue(rows, conf, now)
+                check_enqueue(
+                    [
+                        SimpleNamespace(org=org, recipient_count=_recipient_count(part))
+                        for chunk in chunks
+                        for org, part in chunk
+                    ],
+                    conf,
+                    now,
+                )
             except QuotaExceeded:
                 # With fail_silently the caller asked not to hear about it: queue the
                 # emails anyway and the worker defers them like any over-quota email.
                 if not self.fail_silently:
                     raise
-            chunks = (rows[start : start + TASK_SIZE] for start in range(0, len(rows), TASK_SIZE))
-        else:  # rows are built a chunk at a time, so the first task leaves sooner
-            chunks = (
-                [
-                    self._row(org, provider, now, part)
-                    for org, part in parts[start : start + TASK_SIZE]
-                ]
-                for start in range(0, len(parts), TASK_SIZE)
-            )
-        # One transaction and one task per TASK_SIZE rows: outside transaction.atomic()
-        # the first emails are on their way while the rest are still being written.
-        # Inside it, every chunk waits for the caller's commit, as the whole call does.
+        # One transaction and one task per chunk: outside transaction.atomic() the first
+        # emails are on their way while the rest are still being written. Inside it,
+        # every chunk waits for the caller's commit, as the whole call does.
         for chunk in chunks:
+            rows = [self._row(org, provider, now, part) for org, part in chunk]
             with transaction.atomic():
-                sql.insert(OutboundEmail, chunk)
-                signals.message_queued.send(sender=OutboundEmail, emails=chunk)
-                transaction.on_commit(functools.partial(dispatch, [row.pk for row in chunk], conf))
+                sql.insert(OutboundEmail, rows)
+                signals.message_queued.send(sender=OutboundEmail, emails=rows)
+                transaction.on_commit(
+                    functools.partial(dispatch, [row.pk for row in rows], conf, len(rows))
+                )
         return accepted
 
     def _row(self, org: str, provider: str, now: Any, payload: dict[str, Any]) -> Any:
@@ -305,20 +310,59 @@ class EmailBackend(BaseEmailBackend):
         return row, error
 
 
-#: Email ids per Celery task. A worker claims, reserves and records a task's emails in
-#: bulk, and sends them in batches of BATCH_SIZE where the provider has a batch endpoint.
-TASK_SIZE = 100
+def _recipient_count(payload: dict[str, Any]) -> int:
+    return len(payload["to"]) + len(payload["cc"]) + len(payload["bcc"])
 
 
-def dispatch(ids: Sequence[int], conf: MailapiSettings) -> int:
-    """Publish send tasks for ``ids`` in chunks; on broker trouble, leave them queued.
+#: Most emails in one Celery task, and in one of the backend's transactions. A worker
+#: claims, reserves and records a task's emails in bulk and sends them in batches of
+#: BATCH_SIZE where the provider has a batch endpoint: ten full batches here.
+TASK_SIZE = 1000
+#: Most API requests one task may take: an email that will travel in a batch of N counts
+#: 1/N, one sent alone counts 1. A task of single sends therefore holds 100 emails, so its
+#: leases are not held longer than that many requests take.
+TASK_REQUESTS = 100
+#: Ids per task where what they hold is not looked at (the sweeper, retry_now).
+DISPATCH_SIZE = 100
+
+
+def task_chunks(
+    parts: Sequence[tuple[str, dict[str, Any]]],
+    provider_class: type[Provider],
+    conf: MailapiSettings,
+) -> Iterator[Sequence[tuple[str, dict[str, Any]]]]:
+    """Split (org, payload) pairs into tasks of at most TASK_SIZE emails and TASK_REQUESTS
+    requests, counted as the worker will send them: batches per org, in this order.
+
+    A provider that overrides ``can_batch`` (not ``batchable``) is counted as sending
+    every email alone, the safe side.
+    """
+    size = min(conf.BATCH_SIZE, provider_class.max_batch)
+    judged = provider_class.can_batch is Provider.can_batch
+    start, requests = 0, 0
+    filled: dict[str, int] = {}  # org -> emails in its batches so far, in this chunk
+    for index, (org, payload) in enumerate(parts):
+        batched = size > 1 and judged and provider_class.batchable(payload)
+        cost = 1 if not batched or filled.get(org, 0) % size == 0 else 0
+        if index > start and (index - start >= TASK_SIZE or requests + cost > TASK_REQUESTS):
+            yield parts[start:index]
+            start, requests, filled = index, 0, {}
+            cost = 1
+        requests += cost
+        if batched:
+            filled[org] = filled.get(org, 0) + 1
+    if start < len(parts):
+        yield parts[start:]
+
+
+def dispatch(ids: Sequence[int], conf: MailapiSettings, size: int = DISPATCH_SIZE) -> int:
+    """Publish send tasks for ``ids``, ``size`` per task; on broker trouble, leave them queued.
 
     Returns how many ids were published. Rows that were not stay ``queued``; the
     sweeper (``mailapi_sweep`` / the beat task) publishes them later.
     """
     from .tasks import send_emails
 
-    size = TASK_SIZE
     published = 0
     options: dict[str, Any] = {
         "retry": True,

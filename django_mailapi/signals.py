@@ -2,7 +2,7 @@
 
 - ``message_queued(sender=OutboundEmail, emails=[OutboundEmail, ...])``: rows written by
   the backend, sent inside the transaction that writes them, before dispatch; once per
-  chunk of up to 100 rows (``backend.TASK_SIZE``).
+  task's chunk (at most ``backend.TASK_SIZE`` rows, 1,000; 100 where emails go alone).
 - ``message_sent(sender=OutboundEmail, email=OutboundEmail)``: the API accepted it.
 - ``send_failed(sender=OutboundEmail, email=OutboundEmail, failure=FailedSend)``: an
   attempt failed; ``failure.will_retry`` says whether another attempt is planned.

@@ -14,10 +14,13 @@ from django.db import transaction
 import django_mailapi
 from django_mailapi import backend as backend_module
 from django_mailapi import signals
-from django_mailapi.backend import EmailBackend, serialize_message
+from django_mailapi.backend import EmailBackend, serialize_message, task_chunks
+from django_mailapi.conf import MailapiSettings, get_settings
 from django_mailapi.exceptions import ImproperlyConfigured, InvalidMessage, UnsupportedFeature
 from django_mailapi.models import FailedSend, OutboundEmail, Status
+from django_mailapi.providers.emitlo import EmitloProvider
 from django_mailapi.providers.resend import ResendProvider
+from django_mailapi.providers.sendr import SendrProvider
 from tests.helpers import assert_resend_valid
 
 pytestmark = pytest.mark.django_db
@@ -212,9 +215,10 @@ def test_outside_a_transaction_each_chunk_is_committed_and_dispatched_before_the
 ):
     seen: list[tuple[int, int]] = []
 
-    def record(ids, conf):
+    def record(ids, conf, size):
         # How many rows exist when this chunk is handed to Celery: only those written so far.
         seen.append((len(ids), OutboundEmail.objects.count()))
+        assert size == len(ids)  # one task per chunk
         return len(ids)
 
     monkeypatch.setattr(backend_module, "dispatch", record)
@@ -228,7 +232,8 @@ def test_outside_a_transaction_each_chunk_is_committed_and_dispatched_before_the
         messages = [
             EmailMessage("s", "b", "a@example.com", [f"u{i}@example.com"]) for i in range(250)
         ]
-        assert EmailBackend().send_messages(messages) == 250
+        # Sent one by one, a task holds 100 emails (TASK_REQUESTS).
+        assert EmailBackend(batch_size=1).send_messages(messages) == 250
     finally:
         signals.message_queued.disconnect(handler)
 
@@ -239,10 +244,50 @@ def test_outside_a_transaction_each_chunk_is_committed_and_dispatched_before_the
 def test_inside_a_transaction_every_chunk_waits_for_the_commit(django_capture_on_commit_callbacks):
     messages = [EmailMessage("s", "b", "a@example.com", [f"u{i}@example.com"]) for i in range(150)]
     with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
-        EmailBackend().send_messages(messages)
+        EmailBackend(batch_size=1).send_messages(messages)
         assert callbacks == []
     assert len(callbacks) == 2
     assert OutboundEmail.objects.count() == 150
+
+
+def _sizes(chunks) -> list[int]:
+    return [len(chunk) for chunk in chunks]
+
+
+def _part(org: str = "acme", **extra) -> tuple[str, dict]:
+    message = EmailMessage("s", "b", "a@example.com", ["b@example.com"], **extra)
+    return org, serialize_message(message)
+
+
+def test_a_task_carries_ten_full_batches_or_a_hundred_single_sends():
+    conf = get_settings()
+    batchable = [_part()] * 2500
+    assert _sizes(task_chunks(batchable, ResendProvider, conf)) == [1000, 1000, 500]
+    # Emails that go alone (attachments), or every email with BATCH_SIZE=1: 100 a task.
+    alone = [_part(attachments=[("a.txt", "x", "text/plain")])] * 250
+    assert _sizes(task_chunks(alone, ResendProvider, conf)) == [100, 100, 50]
+    one = MailapiSettings({"BATCH_SIZE": 1})
+    assert _sizes(task_chunks(batchable[:250], ResendProvider, one)) == [100, 100, 50]
+    # Batches are per org: 250 orgs of one email each are 250 requests.
+    orgs = [_part(org=f"org{i}") for i in range(250)]
+    assert _sizes(task_chunks(orgs, ResendProvider, conf)) == [100, 100, 50]
+    # 50 single sends and 950 batchable emails: 50 + 10 requests, one task.
+    assert _sizes(task_chunks(alone[:50] + batchable[:950], ResendProvider, conf)) == [1000]
+    # No batch endpoint: every email alone.
+    assert _sizes(task_chunks(batchable[:250], EmitloProvider, conf)) == [100, 100, 50]
+
+
+def test_task_sizes_follow_the_providers_own_batch_rule():
+    conf = get_settings()
+    # Sendr batches carry no custom headers: those emails count as single sends.
+    headed = [_part(headers={"X-Campaign": "spring"})] * 250
+    assert _sizes(task_chunks(headed, SendrProvider, conf)) == [100, 100, 50]
+
+    class Picky(ResendProvider):
+        def can_batch(self, message):  # an instance rule the backend cannot ask
+            return False
+
+    assert _sizes(task_chunks([_part()] * 250, Picky, conf)) == [100, 100, 50]
 
 
 def test_rolled_back_transaction_sends_nothing(django_capture_on_commit_callbacks):

@@ -183,7 +183,7 @@ def test_a_row_another_worker_is_claiming_is_skipped_not_waited_for(sandbox, mon
 
     # Committed for real here, so keep the tasks off the broker: a worker another test
     # started could otherwise send these first. This test is the only worker.
-    monkeypatch.setattr(backend, "dispatch", lambda ids, conf: 0)
+    monkeypatch.setattr(backend, "dispatch", lambda ids, conf, size=0: 0)
     rows = queue("a@example.com", "b@example.com", "c@example.com")
     settings_dict = connection.settings_dict
     other = psycopg.connect(

@@ -195,9 +195,18 @@ class Provider:
         return parts
 
     # --- provided --------------------------------------------------------------------
+    @classmethod
+    def batchable(cls, message: dict[str, Any]) -> bool:
+        """Whether ``message`` may travel in a batch request (batches carry no attachments).
+
+        Decided from the message alone, so the backend can ask it when it sizes tasks;
+        override this (not ``can_batch``) to narrow what goes in a batch.
+        """
+        return cls.max_batch > 1 and not message["attachments"]
+
     def can_batch(self, message: dict[str, Any]) -> bool:
-        """Whether ``message`` may travel in a batch request (batches carry no attachments)."""
-        return self.max_batch > 1 and not message["attachments"]
+        """Whether this provider sends ``message`` in a batch; ``batchable`` by default."""
+        return self.batchable(message)
 
     def build_batch_request(
         self, messages: list[dict[str, Any]], idempotency_key: str

@@ -167,9 +167,10 @@ class SendrProvider(Provider):
             {"idempotency-key": idempotency_key},
         )
 
-    def can_batch(self, message: dict[str, Any]) -> bool:
+    @classmethod
+    def batchable(cls, message: dict[str, Any]) -> bool:
         # Sendr's batch items carry no attachments and no custom headers.
-        return super().can_batch(message) and not message["headers"]
+        return super().batchable(message) and not message["headers"]
 
 
 def _attachment(attachment: dict[str, Any], index: int) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from django_mailapi.models import OutboundEmail  # noqa: E402
 from tests.benchmarks.messages import django_messages  # noqa: E402
 
 # Rows are processed here, in this process: no Celery task is published for them.
-backend.dispatch = lambda ids, conf: 0  # type: ignore[assignment]
+backend.dispatch = lambda ids, conf, size=0: 0  # type: ignore[assignment]
 
 
 def sandbox(path: str, method: str = "GET") -> dict[str, Any]:
