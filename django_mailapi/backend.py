@@ -322,6 +322,8 @@ TASK_SIZE = 1000
 #: 1/N, one sent alone counts 1. A task of single sends therefore holds 100 emails, so its
 #: leases are not held longer than that many requests take.
 TASK_REQUESTS = 100
+#: Most emails in a call's first task; each next task may hold twice as many.
+FIRST_TASK_SIZE = 100
 #: Ids per task where what they hold is not looked at (the sweeper, retry_now).
 DISPATCH_SIZE = 100
 
@@ -334,19 +336,22 @@ def task_chunks(
     """Split (org, payload) pairs into tasks of at most TASK_SIZE emails and TASK_REQUESTS
     requests, counted as the worker will send them: batches per org, in this order.
 
+    The first task holds at most FIRST_TASK_SIZE emails and each next one at most twice
+    the one before, so a worker starts on the first emails while the rest are written.
     A provider that overrides ``can_batch`` (not ``batchable``) is counted as sending
     every email alone, the safe side.
     """
     size = min(conf.BATCH_SIZE, provider_class.max_batch)
     judged = provider_class.can_batch is Provider.can_batch
-    start, requests = 0, 0
+    start, requests, most = 0, 0, FIRST_TASK_SIZE
     filled: dict[str, int] = {}  # org -> emails in its batches so far, in this chunk
     for index, (org, payload) in enumerate(parts):
         batched = size > 1 and judged and provider_class.batchable(payload)
         cost = 1 if not batched or filled.get(org, 0) % size == 0 else 0
-        if index > start and (index - start >= TASK_SIZE or requests + cost > TASK_REQUESTS):
+        if index > start and (index - start >= most or requests + cost > TASK_REQUESTS):
             yield parts[start:index]
             start, requests, filled = index, 0, {}
+            most = min(2 * most, TASK_SIZE)
             cost = 1
         requests += cost
         if batched:

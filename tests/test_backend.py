@@ -261,8 +261,10 @@ def _part(org: str = "acme", **extra) -> tuple[str, dict]:
 
 def test_a_task_carries_ten_full_batches_or_a_hundred_single_sends():
     conf = get_settings()
-    batchable = [_part()] * 2500
-    assert _sizes(task_chunks(batchable, ResendProvider, conf)) == [1000, 1000, 500]
+    batchable = [_part()] * 4500
+    # The first task leaves early; the next ones double, up to ten batches.
+    expected = [100, 200, 400, 800, 1000, 1000, 1000]
+    assert _sizes(task_chunks(batchable, ResendProvider, conf)) == expected
     # Emails that go alone (attachments), or every email with BATCH_SIZE=1: 100 a task.
     alone = [_part(attachments=[("a.txt", "x", "text/plain")])] * 250
     assert _sizes(task_chunks(alone, ResendProvider, conf)) == [100, 100, 50]
@@ -271,8 +273,10 @@ def test_a_task_carries_ten_full_batches_or_a_hundred_single_sends():
     # Batches are per org: 250 orgs of one email each are 250 requests.
     orgs = [_part(org=f"org{i}") for i in range(250)]
     assert _sizes(task_chunks(orgs, ResendProvider, conf)) == [100, 100, 50]
-    # 50 single sends and 950 batchable emails: 50 + 10 requests, one task.
-    assert _sizes(task_chunks(alone[:50] + batchable[:950], ResendProvider, conf)) == [1000]
+    # Single sends and batches share a task: the fourth (up to 800 emails) holds 50
+    # single sends and 750 batchable emails, 58 requests.
+    mixed = batchable[:700] + alone[:50] + batchable[:950]
+    assert _sizes(task_chunks(mixed, ResendProvider, conf)) == [100, 200, 400, 800, 200]
     # No batch endpoint: every email alone.
     assert _sizes(task_chunks(batchable[:250], EmitloProvider, conf)) == [100, 100, 50]
 
