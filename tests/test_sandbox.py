@@ -680,6 +680,38 @@ def test_control_endpoints_report_and_reset(sandbox: SandboxServer, api: Api) ->
     assert len(sandbox.emails) == 1
 
 
+def test_wait_answers_when_the_count_is_reached_or_the_time_is_up(
+    sandbox: SandboxServer, api: Api
+) -> None:
+    wait = sandbox.url + "/_sandbox/wait"
+    answers: list[requests.Response] = []
+    waiter = threading.Thread(
+        target=lambda: answers.append(
+            requests.post(wait, json={"accepted": 2, "timeout": 20}, timeout=TIMEOUT)
+        )
+    )
+    waiter.start()
+    api.send(email())
+    time.sleep(0.2)
+    assert waiter.is_alive()  # one of two: still waiting
+    api.send(email("bo@example.org"))
+    waiter.join(TIMEOUT)
+
+    late = requests.post(wait, json={"accepted": 3, "timeout": 0.3}, timeout=TIMEOUT)
+    now = requests.post(wait, json={"accepted": 0}, timeout=TIMEOUT)
+    bad = [
+        requests.post(wait, json=body, timeout=TIMEOUT)
+        for body in ({}, {"accepted": -1}, {"accepted": 1, "timeout": 10_000}, [1])
+    ]
+
+    assert answers[0].status_code == 200
+    assert answers[0].json()["reached"] is True and answers[0].json()["accepted"] == 2
+    assert late.json()["reached"] is False and late.json()["accepted"] == 2
+    assert now.json()["reached"] is True
+    assert [response.status_code for response in bad] == [422] * 4
+    assert "accepted" in bad[0].json()["message"]
+
+
 def test_control_config_changes_knobs_live(sandbox: SandboxServer, api: Api) -> None:
     changed = requests.post(
         sandbox.url + "/_sandbox/config", json={"rate_limit": 1}, timeout=TIMEOUT

@@ -13,8 +13,9 @@ HTTP rather than a mock:
 * ``fail_rate`` makes that fraction of sends answer 500 or drop the connection unanswered.
 
 Other processes (the demo, a Celery worker under test) read and steer it over HTTP:
-``GET /_sandbox/emails``, ``GET /_sandbox/stats``, ``POST /_sandbox/reset``,
-``GET|POST /_sandbox/config`` and ``GET /_sandbox/health``; these need no API key.
+``GET /_sandbox/emails``, ``GET /_sandbox/stats``, ``POST /_sandbox/wait``,
+``POST /_sandbox/reset``, ``GET|POST /_sandbox/config`` and ``GET /_sandbox/health``;
+these need no API key.
 
 Standard library only, and no Django: the server must start without settings.
 """
@@ -53,6 +54,8 @@ FAIL_DOMAIN = "fail.sandbox.test"
 MAX_SLOW_MS = 30_000
 #: How long an idempotency key's first successful response is replayed.
 IDEMPOTENCY_RETENTION = 24 * 60 * 60
+#: Longest one ``POST /_sandbox/wait`` may block.
+MAX_WAIT_SECONDS = 300.0
 #: Idle keep-alive connections are closed after this many seconds.
 IDLE_TIMEOUT = 60.0
 
@@ -241,6 +244,8 @@ class SandboxServer:
         self.fail_rate = fail_rate
 
         self._lock = threading.Lock()
+        #: Notified whenever emails are stored (and on reset and stop).
+        self._arrived = threading.Condition(self._lock)
         self._emails: list[dict[str, Any]] = []
         self._stats = _Stats()
         self._idempotency: dict[tuple[str, str], _IdempotencyEntry] = {}
@@ -307,6 +312,8 @@ class SandboxServer:
         if httpd is None:
             return
         self._stopping.set()
+        with self._arrived:
+            self._arrived.notify_all()
         httpd.shutdown()
         httpd.server_close()
         httpd.close_connections()
@@ -367,6 +374,20 @@ class SandboxServer:
     def config(self) -> dict[str, Any]:
         return {"rate_limit": self.rate_limit, "fail_rate": self.fail_rate}
 
+    def wait_for(self, accepted: int, timeout: float) -> tuple[bool, dict[str, Any]]:
+        """Block until the sandbox holds ``accepted`` emails or ``timeout`` seconds pass.
+
+        Returns whether it got there, and the counters at that moment. Waiting this way
+        answers the moment the last email is stored, where polling ``stats`` would add
+        its interval and load the machine it measures.
+        """
+        with self._arrived:
+            reached = self._arrived.wait_for(
+                lambda: self._stats.accepted >= accepted or self._stopping.is_set(),
+                timeout=max(0.0, timeout),
+            )
+            return bool(reached) and self._stats.accepted >= accepted, self._stats.as_dict()
+
     def reset(self) -> None:
         """Forget stored emails, counters, idempotency keys, flaky counts and rate windows."""
         with self._lock:
@@ -376,6 +397,7 @@ class SandboxServer:
             self._flaky_counts.clear()
             self._limiter.clear()
             self._rng = random.Random(self.seed)
+            self._arrived.notify_all()
 
     # -- request handling (called from handler threads) -----------------------------
 
@@ -637,6 +659,7 @@ class SandboxServer:
         with self._lock:
             self._emails.extend(records)
             self._stats.accepted += len(records)
+            self._arrived.notify_all()
         return [record["id"] for record in records]
 
     # -- control endpoints ----------------------------------------------------------
@@ -646,6 +669,7 @@ class SandboxServer:
             "/_sandbox/emails": {"GET": lambda _: Reply(200, {"emails": self.emails})},
             "/_sandbox/stats": {"GET": lambda _: Reply(200, self.stats)},
             "/_sandbox/reset": {"POST": self._control_reset},
+            "/_sandbox/wait": {"POST": self._control_wait},
             "/_sandbox/config": {
                 "GET": lambda _: Reply(200, self.config()),
                 "POST": self._control_config,
@@ -665,6 +689,29 @@ class SandboxServer:
     def _control_reset(self, body: bytes) -> Reply:
         self.reset()
         return Reply(200, {"ok": True})
+
+    def _control_wait(self, body: bytes) -> Reply:
+        try:
+            ask = json.loads(body.decode("utf-8")) if body else {}
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return self.dialect.problem(Problem.INVALID_JSON)
+        accepted = ask.get("accepted") if isinstance(ask, dict) else None
+        timeout = ask.get("timeout", 30) if isinstance(ask, dict) else None
+        if (
+            not isinstance(accepted, int)
+            or isinstance(accepted, bool)
+            or accepted < 0
+            or not isinstance(timeout, (int, float))
+            or isinstance(timeout, bool)
+            or not 0 <= timeout <= MAX_WAIT_SECONDS
+        ):
+            return self.dialect.problem(
+                Problem.INVALID_REQUEST,
+                "The wait body must be a JSON object with `accepted` (a count of 0 or more) "
+                f"and optionally `timeout` (0 to {MAX_WAIT_SECONDS:.0f} seconds, default 30).",
+            )
+        reached, stats = self.wait_for(accepted, float(timeout))
+        return Reply(200, {"reached": reached, **stats})
 
     def _control_config(self, body: bytes) -> Reply:
         try:
