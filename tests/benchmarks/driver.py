@@ -32,25 +32,27 @@ from django.core.mail import get_connection  # noqa: E402
 from tests.benchmarks.celeryapp import app  # noqa: E402, F401  (as a project's __init__ would)
 from tests.benchmarks.messages import django_messages  # noqa: E402
 
-POLL_SECONDS = 0.025
-
-
-def accepted(session: requests.Session) -> int:
-    response = session.get(f"{settings.SANDBOX_URL}/_sandbox/stats", timeout=5)
-    response.raise_for_status()
-    return int(response.json()["accepted"])
-
 
 def wait_for(session: requests.Session, n: int, deadline: float) -> tuple[int, float | None]:
-    """Poll the sandbox until it holds ``n`` emails: (count, monotonic time it got there)."""
+    """Wait until the sandbox holds ``n`` emails: (count, monotonic time it got there).
+
+    ``POST /_sandbox/wait`` answers the moment the n-th email is stored, so the time is
+    not rounded up to a polling interval and no polling loads the machine being measured.
+    """
     while True:
-        count = accepted(session)
+        left = deadline - time.monotonic()
+        response = session.post(
+            f"{settings.SANDBOX_URL}/_sandbox/wait",
+            json={"accepted": n, "timeout": max(0.0, min(left, 60.0))},
+            timeout=max(left, 0.0) + 30,
+        )
         now = time.monotonic()
-        if count >= n:
-            return count, now
+        response.raise_for_status()
+        answer = response.json()
+        if answer["reached"]:
+            return int(answer["accepted"]), now
         if now >= deadline:
-            return count, None
-        time.sleep(POLL_SECONDS)
+            return int(answer["accepted"]), None
 
 
 def warm_up(session: requests.Session, run: str) -> None:

@@ -621,9 +621,9 @@ def main() -> None:
     parser.add_argument(
         "--repeat",
         type=int,
-        default=3,
+        default=5,
         help="Runs of each scenario but the rate-limited ones, in interleaved rounds; "
-        "the table shows each one's median (default 3).",
+        "the table shows each one's median (default 5).",
     )
     args = parser.parse_args()
     N, N_LIMITED = args.emails, args.limited_emails
