@@ -39,3 +39,30 @@ def test_demo_sends_through_a_real_worker_on_sqlite_and_a_filesystem_broker(tmp_
     assert any("validation_error      403    no" in line for line in lines)
     assert "acme     3 / 3" in out
     assert "http://127.0.0.1:8000/admin/" in out
+
+
+def test_example_settings_give_postgresql_the_pool_only_when_asked():
+    script = (
+        "import json, django; django.setup(); from django.conf import settings; "
+        "print(json.dumps(settings.DATABASES['default'].get('OPTIONS', {})))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env.update(
+        DJANGO_SETTINGS_MODULE="example_project.settings",
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/unused",  # never connected to
+    )
+
+    def options(pool: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=ROOT / "example_project",
+            env={**env, "DATABASE_POOL": pool},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip()
+
+    assert options("true") == '{"pool": {"min_size": 1, "max_size": 4}}'
+    assert options("false") == "{}"

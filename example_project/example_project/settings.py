@@ -67,6 +67,12 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
         DATABASES["default"]["NAME"] = str(BASE_DIR / name)
     # The worker and the web process share the file: wait for locks instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+elif DATABASES["default"]["ENGINE"].endswith("postgresql") and env.bool(
+    "DATABASE_POOL", default=False
+):
+    # Celery closes connections around every task; a pool (Django 5.1+, psycopg[pool])
+    # hands them back instead. See the README's "Worker database connections".
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": 4}
 
 # --- email through django-mailapi ---------------------------------------------------------
 EMAIL_BACKEND = "django_mailapi.backend.EmailBackend"
