@@ -7,4 +7,5 @@ class MailapiConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        # Registers the system checks, and the tasks dispatch.py publishes by name.
+        from . import checks, tasks  # noqa: F401

@@ -38,8 +38,8 @@ DEFAULTS: dict[str, Any] = {
     "CHECK_QUOTA_ON_ENQUEUE": False,
     "KEEP_SENT_PAYLOAD": True,
     # Not in the SPEC table; the implementation needs them (listed in the README).
-    "LEASE_SECONDS": 300,
-    "SWEEP_AFTER_SECONDS": 120,
+    "LEASE_SECONDS": 30,
+    "SWEEP_AFTER_SECONDS": 30,
     "RETRY_BASE_DELAY": 2.0,
     "RETRY_MAX_DELAY": 900.0,
     "MAX_ETA_SECONDS": 3000,

@@ -23,12 +23,25 @@ CLAIMABLE = (Status.QUEUED, Status.DEFERRED)
 RETRYABLE = (Status.FAILED, Status.DEFERRED, Status.QUEUED)
 
 
+#: States a batch member may be in and still be sent with its batch.
+UNSETTLED = (Status.QUEUED, Status.DEFERRED, Status.SENDING, Status.FAILED)
+
+
 class OutboundEmailQuerySet(models.QuerySet["OutboundEmail"]):
+    """The outbox's states, named. Every method that changes rows carries its
+    precondition in its own UPDATE, so a row that moved on in between is left alone."""
+
     def due(self, now: dt.datetime) -> OutboundEmailQuerySet:
         """Waiting rows whose time has come, and rows whose worker lost its lease."""
         return self.filter(
             models.Q(status__in=CLAIMABLE, next_attempt_at__lte=now)
             | models.Q(status=Status.SENDING, leased_until__lt=now)
+        )
+
+    def waiting(self, now: dt.datetime) -> OutboundEmailQuerySet:
+        """Rows a worker may take now or later: waiting rows, due or not, and lost leases."""
+        return self.filter(
+            models.Q(status__in=CLAIMABLE) | models.Q(status=Status.SENDING, leased_until__lt=now)
         )
 
     def stranded(self, now: dt.datetime, grace: dt.timedelta) -> OutboundEmailQuerySet:
@@ -37,6 +50,26 @@ class OutboundEmailQuerySet(models.QuerySet["OutboundEmail"]):
             models.Q(status__in=CLAIMABLE, next_attempt_at__lte=now - grace)
             | models.Q(status=Status.SENDING, leased_until__lt=now)
         )
+
+    def in_doubt(self) -> OutboundEmailQuerySet:
+        """Unsent rows the API may already have accepted: they still hold quota units."""
+        return self.exclude(status=Status.SENT).filter(quota_units__gt=0)
+
+    def retry_now(self, now: dt.datetime) -> int:
+        """failed / deferred / queued -> queued, due now, attempts counted afresh."""
+        return self.filter(status__in=RETRYABLE, payload__isnull=False).update(
+            status=Status.QUEUED, next_attempt_at=now, attempts=0, updated_at=now
+        )
+
+    def cancel(self, now: dt.datetime) -> int:
+        """queued / deferred / failed -> cancelled."""
+        return self.filter(status__in=CANCELLABLE).update(
+            status=Status.CANCELLED, next_attempt_at=None, updated_at=now
+        )
+
+
+#: States "cancel" may stop.
+CANCELLABLE = (Status.QUEUED, Status.DEFERRED, Status.FAILED)
 
 
 class OutboundEmail(models.Model):
@@ -106,6 +139,11 @@ class OutboundEmail(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.subject[:60]!r} to {self.recipients[:60]}"
+
+    @property
+    def in_doubt(self) -> bool:
+        """Not sent, yet the API may have accepted it: an attempt's outcome is unknown."""
+        return self.status != Status.SENT and self.quota_units > 0
 
     @property
     def error_source(self) -> str:

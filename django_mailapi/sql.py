@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from django.db import connections, router
+from django.db import connections, router, transaction
 from django.db.models import (
     BigIntegerField,
     CharField,
@@ -155,31 +155,48 @@ def update_each(
     fields: Sequence[str],
     per_row: Mapping[int, Sequence[Any]],
     shared: Mapping[str, Any],
-) -> int:
+    fence: Mapping[str, Any] | None = None,
+) -> list[int]:
     """Set ``fields`` to each row's own values (``per_row``: pk -> one value per field),
     and the ``shared`` values on all of them, in one statement per CHUNK rows.
 
-    Elsewhere than PostgreSQL and SQLite: one UPDATE for ``shared`` and a
-    ``bulk_update`` for ``fields``. Returns how many rows changed.
+    ``fence``: field -> value conditions a row must still meet to be changed (say, the
+    writer's lease token); rows that no longer meet them are left as they are. Returns
+    the primary keys of the rows changed, so the caller acts on those alone.
+    Elsewhere than PostgreSQL and SQLite: the rows are locked with SELECT … FOR UPDATE
+    in a transaction, then one UPDATE for ``shared`` and a ``bulk_update`` for ``fields``.
     """
     if not per_row:
-        return 0
+        return []
+    fence = dict(fence or {})
     using = router.db_for_write(model)
     manager = model._default_manager.db_manager(using)
     if not _native(using):  # pragma: no cover - databases CI does not run
-        changed = manager.filter(pk__in=list(per_row)).update(**shared)
-        objs = manager.in_bulk(list(per_row))
-        for pk, obj in objs.items():
-            for name, value in zip(fields, per_row[pk], strict=True):
-                setattr(obj, name, value)
-        manager.bulk_update(list(objs.values()), list(fields))
-        return int(changed)
+        with transaction.atomic(using=using):
+            held = list(
+                manager.select_for_update()
+                .filter(pk__in=list(per_row), **fence)
+                .values_list("pk", flat=True)
+            )
+            manager.filter(pk__in=held).update(**shared)
+            if fields:
+                objs = manager.in_bulk(held)
+                for pk, obj in objs.items():
+                    for name, value in zip(fields, per_row[pk], strict=True):
+                        setattr(obj, name, value)
+                manager.bulk_update(list(objs.values()), list(fields))
+        return held
     connection = connections[using]
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     pk_column = quote(str(_pk(model).column))
     targets = [_field(model, name) for name in fields]
     sets, params = _assignments(model, shared, using)
+    conditions, condition_params = [], []
+    for name, value in fence.items():
+        field = _field(model, name)
+        conditions.append(f" AND {table}.{quote(str(field.column))} = %s")
+        condition_params.append(field.get_db_prep_save(value, connection))
     postgresql = connection.vendor == "postgresql"
     if postgresql:
         # One array parameter per column, unnested into rows: (key, value, value, ...).
@@ -196,7 +213,7 @@ def update_each(
         for target, column in zip(targets, columns[1:], strict=True)
     ]
     savers = [_saver(target, connection) for target in targets]
-    changed = 0
+    changed: list[int] = []
     items = list(per_row.items())
     for start in range(0, len(items), CHUNK):
         chunk = items[start : start + CHUNK]
@@ -213,12 +230,20 @@ def update_each(
         # Quoted names and placeholders only: every value is a parameter.
         sql = (
             f"UPDATE {table} SET {', '.join(sets)} FROM {source}"  # noqa: S608
-            f" WHERE {table}.{pk_column} = {columns[0]}"
+            f" WHERE {table}.{pk_column} = {columns[0]}{''.join(conditions)}"
+            f" RETURNING {table}.{pk_column}"
         )
         with connection.cursor() as cursor:
-            cursor.execute(sql, [*params, *values])
-            changed += cursor.rowcount
+            cursor.execute(sql, [*params, *values, *condition_params])
+            changed.extend(row[0] for row in cursor.fetchall())
     return changed
+
+
+def update_fenced(
+    model: type[Model], pks: Sequence[int], values: Mapping[str, Any], fence: Mapping[str, Any]
+) -> list[int]:
+    """Set ``values`` on those of ``pks`` that still meet ``fence``; returns their keys."""
+    return update_each(model, [], {pk: () for pk in pks}, values, fence)
 
 
 def insert(model: type[Model], objs: Sequence[Any]) -> None:

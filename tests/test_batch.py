@@ -134,7 +134,7 @@ def test_a_batch_of_100_takes_four_statements(sandbox):
     def kind(sql: str) -> str:
         if "usagecounter" in sql or "orgquota" in sql:
             return "reserve"
-        if "FOR UPDATE SKIP LOCKED" in sql or "RETURNING" in sql:
+        if "FOR UPDATE SKIP LOCKED" in sql or "WHERE 0 = 1" in sql:
             return "claim"
         if '"provider_message_id"' in sql:
             return "sent"
@@ -142,14 +142,15 @@ def test_a_batch_of_100_takes_four_statements(sandbox):
             return "plan"
         return sql[:60]
 
-    # PostgreSQL: rows read FOR UPDATE, quota booked, then one UPDATE writes the lease
-    # with each row's units and batch key. Elsewhere (SQLite): the claim's UPDATE …
-    # RETURNING takes the lease, and the units and batch key follow in one UPDATE.
+    # Rows read FOR UPDATE (SQLite: after taking its write lock), quota booked, then one
+    # UPDATE writes the lease with each row's units and batch key; one fenced UPDATE
+    # records the sends.
     kinds = [kind(sql) for sql in statements]
     if connection.vendor == "postgresql":
         assert kinds == ["claim", "reserve", "plan", "sent"]
         assert "FOR UPDATE SKIP LOCKED" in statements[0]
         assert '"lease_token"' in statements[2]
+        assert '."lease_token" = ' in statements[3]  # the sent record is fenced
     else:  # the portable reservation takes a few statements of its own
         assert [k for i, k in enumerate(kinds) if k != kinds[i - 1] or i == 0] == [
             "claim",

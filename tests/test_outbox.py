@@ -185,8 +185,8 @@ def test_api_quota_error_is_deferred_like_ours(sandbox):
 def test_two_claims_never_both_win(sandbox):
     row = queue("a@example.org")
     now = timezone.now()
-    assert [r.pk for r in outbox.claim([row.pk], now, 60)] == [row.pk]
-    assert outbox.claim([row.pk], now, 60) == []
+    assert [r.pk for r in outbox.claim([row.pk], now, 60).rows] == [row.pk]
+    assert outbox.claim([row.pk], now, 60).rows == []
 
 
 def test_expired_lease_is_claimed_again(sandbox):
@@ -194,7 +194,7 @@ def test_expired_lease_is_claimed_again(sandbox):
     now = timezone.now()
     outbox.claim([row.pk], now, 60)
     later = now + dt.timedelta(seconds=61)
-    (again,) = outbox.claim([row.pk], later, 60)
+    (again,) = outbox.claim([row.pk], later, 60).rows
     assert again.attempts == 2
 
 

@@ -92,13 +92,32 @@ def test_update_each_sets_one_value_per_row_and_shared_values_on_all(monkeypatch
         {"status": Status.SENT, "sent_at": now, "leased_until": None, "payload": None},
     )
 
-    assert changed == 4
+    assert sorted(changed) == sorted(ids)
     for row in OutboundEmail.objects.filter(pk__in=ids):
         assert (row.provider_message_id, row.quota_units, row.quota_day) == ids[row.pk]
         assert (row.status, row.sent_at, row.payload) == (Status.SENT, now, None)
     untouched = OutboundEmail.objects.get(pk=rows[4].pk)
     assert (untouched.status, untouched.provider_message_id) == (Status.QUEUED, "")
-    assert sql.update_each(OutboundEmail, ["provider_message_id"], {}, {"status": "x"}) == 0
+    assert sql.update_each(OutboundEmail, ["provider_message_id"], {}, {"status": "x"}) == []
+
+
+def test_update_each_changes_only_rows_that_still_meet_the_fence():
+    rows = new_rows(3)
+    sql.insert(OutboundEmail, rows)
+    OutboundEmail.objects.filter(pk=rows[0].pk).update(lease_token="mine")
+    OutboundEmail.objects.filter(pk=rows[1].pk).update(lease_token="theirs")
+
+    changed = sql.update_fenced(
+        OutboundEmail, [r.pk for r in rows], {"status": Status.SENT}, {"lease_token": "mine"}
+    )
+
+    assert changed == [rows[0].pk]
+    statuses = dict(OutboundEmail.objects.values_list("pk", "status"))
+    assert statuses == {
+        rows[0].pk: Status.SENT,
+        rows[1].pk: Status.QUEUED,
+        rows[2].pk: Status.QUEUED,
+    }
 
 
 def test_update_returning_changes_only_matching_rows_and_returns_them(monkeypatch):

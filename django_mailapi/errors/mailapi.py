@@ -149,6 +149,14 @@ CATALOG = Catalog(
             "from your application.",
         ),
         _entry(
+            "batch_member_refused",
+            "Another email of the same batch was refused before sending, and a batch the "
+            "API may already have is only ever sent again whole.",
+            "Look at the batch's other emails (same batch key in the admin) for the refusal "
+            "that held this one back, fix its cause, then re-queue them together with "
+            "`manage.py mailapi_retry ID ...` or the admin's \"retry now\".",
+        ),
+        _entry(
             "unexpected_error",
             "django-mailapi hit an unexpected error while sending (a bug, not an API answer).",
             "The email is kept and retried with backoff. Look for the traceback in the worker "

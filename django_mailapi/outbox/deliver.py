@@ -1,0 +1,264 @@
+"""Sending one claimed group: check, book quota, plan the requests, send, record.
+
+A ``Delivery`` is made by the claim for the rows of one (mailer, org, provider) and
+prepared inside the claim's transaction (no HTTP there): every email is checked, quota
+is booked in one operation (or booking unit by booking unit when not all fit) and the
+requests are planned. After the claim commits, ``steps()`` makes the requests one by
+one, each only while the lease still holds all of its rows, and records what happened.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from django.utils import timezone
+
+from .. import quota, ratelimit
+from ..conf import MailapiSettings
+from ..exceptions import MailapiError, QuotaExceeded, SendError
+from ..models import OutboundEmail
+from ..providers import get_provider
+from ..providers.base import Provider
+from . import batching
+from .lease import Lease
+from .record import (
+    abandon,
+    as_send_error,
+    provider_class_for,
+    record_failures,
+    record_sent,
+)
+
+logger = logging.getLogger("django_mailapi")
+
+
+def provider_for(row: OutboundEmail, conf: MailapiSettings) -> tuple[Provider, str]:
+    """The provider instance for the row, and the API key it sends with."""
+    api_key = conf.api_key_for(row.org)
+    provider = get_provider(
+        provider_class_for(row, conf),
+        api_key=api_key,
+        base_url=conf.BASE_URL,
+        timeout=conf.TIMEOUT,
+    )
+    return provider, api_key
+
+
+class Delivery:
+    """One claimed group (same mailer, org and provider): its plan and its sending."""
+
+    #: Sent emails are written down at least this often, so a crash re-sends few.
+    FLUSH_EVERY = 20
+
+    def __init__(self, conf: MailapiSettings, rows: list[OutboundEmail], lease: Lease) -> None:
+        self.conf = conf
+        self.rows = rows
+        self.lease = lease
+        #: Rows that held quota units before this claim: an earlier attempt's outcome is
+        #: unknown, so they keep their units and their batch whatever happens now.
+        self.carried = {row.pk for row in rows if row.quota_units}
+        self.sent: list[tuple[OutboundEmail, str]] = []
+        self.outcomes: Counter[str] = Counter()
+        #: Rows that will not be sent this time, recorded first thing in steps().
+        self.refused: list[tuple[OutboundEmail, SendError]] = []
+        self.requests: list[batching.Request] = []
+        self.provider: Provider | None = None
+        self.api_key = ""
+
+    # --- planning (inside the claim's transaction) ------------------------------------
+    def prepare(self) -> None:
+        """Check the rows, book their quota and plan the requests. No HTTP."""
+        try:
+            self.provider, self.api_key = provider_for(self.rows[0], self.conf)
+        except Exception as exc:  # no key, unknown provider: every email fails the same way
+            self.refused = [(row, as_send_error(exc)) for row in self.rows]
+            return
+        ready = self.booked(self.checked(self.provider))
+        size = batching.batch_size(type(self.provider), self.conf)
+        self.requests = batching.plan_requests(ready, self.provider, size, self.carried)
+
+    def checked(self, provider: Provider) -> list[OutboundEmail]:
+        """Rows the provider accepts as they are; the rest are refused with a local code."""
+        ready = []
+        for row in self.rows:
+            try:
+                if row.payload is None:
+                    raise SendError(
+                        "The email's payload is gone (KEEP_SENT_PAYLOAD=False or purged).",
+                        code="payload_missing",
+                        local=True,
+                    )
+                provider.validate(row.payload)
+            except Exception as exc:
+                self.refused.append((row, as_send_error(exc)))
+            else:
+                ready.append(row)
+        # A keyed batch goes whole or not at all: a refused member holds back the rest.
+        refused_keys = {row.batch_key for row, _ in self.refused if row.batch_key}
+        if refused_keys:
+            held_back = [row for row in ready if row.batch_key in refused_keys]
+            ready = [row for row in ready if row.batch_key not in refused_keys]
+            self.refused += [
+                (
+                    row,
+                    SendError(
+                        "Another email of its batch was refused, and a batch is only sent whole.",
+                        code="batch_member_refused",
+                        local=True,
+                    ),
+                )
+                for row in held_back
+            ]
+        return ready
+
+    def booked(self, rows: list[OutboundEmail]) -> list[OutboundEmail]:
+        """Rows that hold quota: carried over, or booked now (all at once if they fit,
+        else booking unit by booking unit, in order). The rest are refused."""
+        needing = [row for row in rows if row.pk not in self.carried]
+        if not needing:
+            return rows
+        units = {row.pk: quota.units_for(row.recipient_count, self.conf) for row in needing}
+        try:
+            self._book(needing, units)
+            return rows
+        except QuotaExceeded:
+            pass
+        granted: set[int] = set()
+        for group in batching.units_of_booking(needing):
+            try:
+                self._book(group, units)
+                granted.update(row.pk for row in group)
+            except QuotaExceeded as exc:
+                self.refused += [(row, as_send_error(self._never_fits(row, exc))) for row in group]
+        return [row for row in rows if row.pk in self.carried or row.pk in granted]
+
+    def _book(self, rows: list[OutboundEmail], units: dict[int, int]) -> None:
+        org = rows[0].org
+        # quota.reserve raises after its own statement, leaving the transaction usable.
+        day = quota.reserve(org, sum(units[row.pk] for row in rows), timezone.now(), self.conf)
+        for row in rows:
+            row.quota_units, row.quota_day = units[row.pk], day
+
+    def _never_fits(self, row: OutboundEmail, exc: QuotaExceeded) -> QuotaExceeded:
+        """A refusal, made permanent when the email alone is bigger than the limit."""
+        if exc.code not in ("daily_quota_exceeded", "monthly_quota_exceeded"):
+            return exc
+        limits = quota.limits_for(row.org, self.conf)
+        limit = limits.daily if exc.code == "daily_quota_exceeded" else limits.monthly
+        units = quota.units_for(row.recipient_count, self.conf)
+        # A limit of 0 means "nothing for now" (like a pause): waiting for it to rise is right.
+        if not limit or units <= limit:
+            return exc
+        period = "daily" if exc.code == "daily_quota_exceeded" else "monthly"
+        return QuotaExceeded(
+            f"This email needs {units} units but org {row.org!r} has a {period} limit of "
+            f"{limit}: it can never be sent under that limit.",
+            code="quota_too_small",
+            org=row.org,
+            period=exc.period,
+        )
+
+    # --- sending (after the claim committed) ------------------------------------------
+    def send(self) -> Counter[str]:
+        for _ in self.steps():
+            pass
+        return self.outcomes
+
+    def steps(self) -> Iterator[batching.Request | None]:
+        """Record what prepare() refused, then make the requests one by one, yielding
+        after each (a test can interleave other workers there)."""
+        self.fail(self.refused)
+        self.refused = []
+        yield None
+        requests, self.requests = self.requests, []
+        for request in requests:
+            self.make(request)
+            if len(self.sent) >= self.FLUSH_EVERY:
+                self.flush()
+            yield request
+        self.flush()
+
+    def make(self, request: batching.Request) -> None:
+        """One request, if the lease still holds all its rows; its outcome recorded."""
+        assert self.provider is not None
+        try:
+            ratelimit.wait_for_slot(self.api_key, self.conf.RATE_LIMIT)
+        except Exception as exc:  # the shared rate limiter is unreachable: nothing was sent
+            self.fail([(row, as_send_error(exc)) for row in request.rows], together=True)
+            return
+        if not self.lease.hold(request.pks):
+            # Another worker took some of these rows; give back the ones still ours.
+            mine = [row for row in request.rows if row.pk not in self.lease.lost]
+            abandon(self.lease, mine)
+            self.outcomes["lost_lease"] += len(request.rows)
+            return
+        if request.key:
+            self.send_batch(request)
+        else:
+            self.send_single(request.rows[0])
+
+    def send_single(self, row: OutboundEmail) -> None:
+        assert self.provider is not None and row.payload is not None
+        try:
+            message_id = self.provider.deliver(row.payload, row.idempotency_key)
+        except Exception as exc:
+            if not isinstance(exc, MailapiError):
+                logger.exception("django-mailapi: unexpected error sending email #%s", row.pk)
+            self.fail([(row, as_send_error(exc))])
+        else:
+            self.sent.append((row, message_id))
+
+    def send_batch(self, request: batching.Request) -> None:
+        assert self.provider is not None
+        rows = request.rows
+        try:
+            payloads: list[Any] = [row.payload or {} for row in rows]
+            results = self.provider.send_batch(payloads, request.key)
+            if len(results) != len(rows):
+                raise SendError(
+                    f"The API answered a batch of {len(rows)} with {len(results)} results.",
+                    code="invalid_response",
+                    local=True,
+                )
+        except Exception as exc:
+            if not isinstance(exc, MailapiError):
+                logger.exception("django-mailapi: unexpected error sending batch %s", request.key)
+            self.fail([(row, as_send_error(exc)) for row in rows], together=True)
+            return
+        failed = []
+        for row, result in zip(rows, results, strict=True):
+            if isinstance(result, SendError):
+                failed.append((row, result))
+            else:
+                self.sent.append((row, result))
+        self.flush()
+        # The API answered for each email: one it rejected is settled, whatever an
+        # earlier attempt did, and leaves the batch.
+        self.fail(failed, resolved=True)
+
+    def flush(self) -> None:
+        if self.sent:
+            self.outcomes["sent"] += record_sent(self.lease, self.sent, self.conf)
+            self.sent = []
+
+    def fail(
+        self,
+        pairs: list[tuple[OutboundEmail, SendError]],
+        *,
+        together: bool = False,
+        resolved: bool = False,
+    ) -> None:
+        if pairs:
+            self.outcomes.update(
+                record_failures(
+                    self.lease,
+                    pairs,
+                    self.conf,
+                    carried=self.carried,
+                    together=together,
+                    resolved=resolved,
+                )
+            )
