@@ -12,15 +12,18 @@ unbounded ``SELECT DISTINCT`` (filters use :func:`distinct_values`) or an exact
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections, models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.functional import cached_property
@@ -309,8 +312,6 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
 
     @admin.display(description="failed attempts")
     def failures_table(self, obj: OutboundEmail) -> SafeString:
-        from django.template.loader import render_to_string
-
         failures = obj.failures.order_by("attempt", "created_at", "id")
         return SafeString(
             render_to_string(
@@ -321,8 +322,6 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
 
     @admin.display(description="payload")
     def payload_summary(self, obj: OutboundEmail) -> SafeString:
-        from django.template.loader import render_to_string
-
         return SafeString(
             render_to_string(
                 "admin/django_mailapi/payload.html", {"payload": payload_view(obj.payload)}
@@ -496,8 +495,6 @@ class FailedSendAdmin(ReadOnlyAdmin):
 
     @admin.display(description="details")
     def details_json(self, obj: FailedSend) -> str:
-        import json
-
         if obj.details in (None, {}, []):
             return "-"
         return format_html("<pre>{}</pre>", json.dumps(obj.details, indent=2, sort_keys=True))
@@ -520,8 +517,6 @@ class FailedSendAdmin(ReadOnlyAdmin):
 
     def error_reference_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):
-            from django.core.exceptions import PermissionDenied
-
             raise PermissionDenied
         context = {
             **self.admin_site.each_context(request),

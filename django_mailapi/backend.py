@@ -8,7 +8,7 @@ import logging
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from email.message import Message
+from email.message import Message as MIMEMessage
 from email.utils import parseaddr
 from types import SimpleNamespace
 from typing import Any
@@ -29,7 +29,12 @@ from .exceptions import (
     QuotaExceeded,
     UnsupportedFeature,
 )
+from .message import Attachment, Message
+from .models import OutboundEmail, Status
+from .outbox import record_rejected
+from .providers import resolve_provider_class
 from .providers.base import Provider
+from .quota import check_enqueue, resolve_org
 
 logger = logging.getLogger("django_mailapi")
 
@@ -89,8 +94,8 @@ def _addresses(values: Sequence[Any], code: str, what: str) -> list[str]:
     return [_address(v, code, what) for v in values]
 
 
-def _attachment(item: Any, provider: str) -> dict[str, Any]:
-    if isinstance(item, Message):  # MIMEBase, or Django 6.1's MIMEPart
+def _attachment(item: Any, provider: str) -> Attachment:
+    if isinstance(item, MIMEMessage):  # MIMEBase, or Django 6.1's MIMEPart
         if item.is_multipart():
             raise UnsupportedFeature("multipart MIME attachments", provider)
         raw = item.get_payload(decode=True)
@@ -112,7 +117,7 @@ def _attachment(item: Any, provider: str) -> dict[str, Any]:
 
 def _attachment_dict(
     filename: str | None, content: bytes, content_type: str, content_id: str | None
-) -> dict[str, Any]:
+) -> Attachment:
     if filename is not None:
         _check_header_text(filename, "An attachment's filename")
     if content_id is not None:
@@ -127,8 +132,8 @@ def _attachment_dict(
     }
 
 
-def serialize_message(message: EmailMessage, provider: str = "") -> dict[str, Any]:
-    """A JSON-safe, provider-neutral dict of ``message``; see providers/base.py."""
+def serialize_message(message: EmailMessage, provider: str = "") -> Message:
+    """``message`` as the JSON-safe, provider-neutral ``Message`` (see message.py)."""
     headers = {str(k): str(v) for k, v in (message.extra_headers or {}).items()}
     for name, value in headers.items():
         _check_header_text(name, "A header name")
@@ -193,13 +198,8 @@ class EmailBackend(BaseEmailBackend):
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         if not email_messages:
             return 0
-        from .models import OutboundEmail
-        from .quota import resolve_org
-
         conf = self.conf
         # Configuration errors are raised whatever fail_silently says.
-        from .providers import resolve_provider_class
-
         provider_class = resolve_provider_class(conf.PROVIDER)
         provider = provider_class.name
         if not conf.API_KEY and conf.API_KEY_RESOLVER is None:
@@ -210,7 +210,7 @@ class EmailBackend(BaseEmailBackend):
         now = timezone.now()
         # Every message is checked and serialized before anything is written, so a bad
         # one refuses the whole call (fail_silently=False) with nothing queued.
-        parts: list[tuple[str, dict[str, Any]]] = []
+        parts: list[tuple[str, Message]] = []
         rejected: list[tuple[OutboundEmail, MailapiError]] = []
         accepted = 0
         for message in email_messages:
@@ -225,16 +225,12 @@ class EmailBackend(BaseEmailBackend):
                     raise
                 rejected.append(self._rejected_row(message, provider, exc, now))
         if rejected:
-            from .outbox import record_rejected
-
             record_rejected(rejected)
         if not parts:
             return 0
-        chunks: Iterable[Sequence[tuple[str, dict[str, Any]]]]
+        chunks: Iterable[Sequence[tuple[str, Message]]]
         chunks = task_chunks(parts, provider_class, conf)
         if conf.CHECK_QUOTA_ON_ENQUEUE:
-            from .quota import check_enqueue
-
             chunks = list(chunks)
             try:
                 check_enqueue(
@@ -264,9 +260,7 @@ class EmailBackend(BaseEmailBackend):
                 )
         return accepted
 
-    def _row(self, org: str, provider: str, now: Any, payload: dict[str, Any]) -> Any:
-        from .models import OutboundEmail
-
+    def _row(self, org: str, provider: str, now: Any, payload: Message) -> OutboundEmail:
         recipients = payload["to"] + payload["cc"] + payload["bcc"]
         return OutboundEmail(
             org=org,
@@ -285,11 +279,8 @@ class EmailBackend(BaseEmailBackend):
 
     def _rejected_row(
         self, message: EmailMessage, provider: str, error: MailapiError, now: Any
-    ) -> tuple[Any, MailapiError]:
+    ) -> tuple[OutboundEmail, MailapiError]:
         """A failed row for a message we could not accept (``fail_silently=True``)."""
-        from .models import OutboundEmail, Status
-        from .quota import resolve_org
-
         org = resolve_org(message, self.conf)
         recipients = [_visible(a) for a in (*message.to, *message.cc, *message.bcc)]
         row = OutboundEmail(
@@ -310,7 +301,7 @@ class EmailBackend(BaseEmailBackend):
         return row, error
 
 
-def _recipient_count(payload: dict[str, Any]) -> int:
+def _recipient_count(payload: Message) -> int:
     return len(payload["to"]) + len(payload["cc"]) + len(payload["bcc"])
 
 
@@ -329,10 +320,10 @@ DISPATCH_SIZE = 100
 
 
 def task_chunks(
-    parts: Sequence[tuple[str, dict[str, Any]]],
+    parts: Sequence[tuple[str, Message]],
     provider_class: type[Provider],
     conf: MailapiSettings,
-) -> Iterator[Sequence[tuple[str, dict[str, Any]]]]:
+) -> Iterator[Sequence[tuple[str, Message]]]:
     """Split (org, payload) pairs into tasks of at most TASK_SIZE emails and TASK_REQUESTS
     requests, counted as the worker will send them: batches per org, in this order.
 

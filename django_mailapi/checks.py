@@ -11,6 +11,8 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS, ON_QUOTA_EXCEEDED_CHOICES, QUOTA_UNITS, mailer_options
+from .providers import resolve_provider_class
+from .ratelimit import is_shared
 
 
 def _is_int(value: Any, minimum: int = 0) -> bool:
@@ -35,8 +37,6 @@ def _importable_callable(value: Any) -> bool:
 
 
 def _provider_ok(value: Any) -> bool:
-    from .providers import resolve_provider_class
-
     try:
         resolve_provider_class(value)
     except Exception:
@@ -226,21 +226,18 @@ def check_config(config: dict[str, Any], where: str) -> list[CheckMessage]:
                 obj=where,
             )
         )
-    if config.get("RATE_LIMIT"):
-        from .ratelimit import is_shared
-
-        if not is_shared():
-            messages.append(
-                Warning(
-                    "MAILAPI['RATE_LIMIT'] is set but the default cache is not Redis, so each "
-                    "worker process keeps to the limit on its own and together they can "
-                    "exceed it.",
-                    hint="Use Redis for CACHES['default'] (django.core.cache.backends.redis."
-                    "RedisCache), or divide RATE_LIMIT by the number of worker processes.",
-                    id="mailapi.W002",
-                    obj=where,
-                )
+    if config.get("RATE_LIMIT") and not is_shared():
+        messages.append(
+            Warning(
+                "MAILAPI['RATE_LIMIT'] is set but the default cache is not Redis, so each "
+                "worker process keeps to the limit on its own and together they can "
+                "exceed it.",
+                hint="Use Redis for CACHES['default'] (django.core.cache.backends.redis."
+                "RedisCache), or divide RATE_LIMIT by the number of worker processes.",
+                id="mailapi.W002",
+                obj=where,
             )
+        )
     unknown = sorted(set(config) - set(DEFAULTS) - {"ALIAS"})
     if unknown:
         messages.append(

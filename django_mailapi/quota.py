@@ -18,6 +18,7 @@ from django.db.models import F, Q
 
 from .conf import MailapiSettings, mailapi_settings
 from .exceptions import QuotaExceeded
+from .models import OrgQuota, Period, UsageCounter
 
 _current_org: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "mailapi_org", default=None
@@ -84,8 +85,6 @@ def _effective(value: int | None, default: int | None) -> int | None:
 
 
 def limits_for(org: str, conf: MailapiSettings = mailapi_settings) -> Limits:
-    from .models import OrgQuota
-
     row = OrgQuota.objects.filter(org=org).values("daily_limit", "monthly_limit", "paused").first()
     if row is None:
         return Limits(conf.DAILY_LIMIT, conf.MONTHLY_LIMIT, False)
@@ -100,8 +99,6 @@ def limits_for_orgs(
     orgs: Iterable[str], conf: MailapiSettings = mailapi_settings
 ) -> dict[str, Limits]:
     """``limits_for`` of many orgs in one query."""
-    from .models import OrgQuota
-
     wanted = set(orgs)
     found = {
         q.org: Limits(
@@ -176,8 +173,6 @@ ON CONFLICT (org, period, period_start) DO UPDATE
 def _sql(template: str) -> str:
     from django.db import connection
 
-    from .models import OrgQuota, UsageCounter
-
     quote = connection.ops.quote_name
     return template.format(
         counter=quote(UsageCounter._meta.db_table),
@@ -250,8 +245,6 @@ def _reserve_portable(
     SQLite lets one writer at a time hold the database, so the first UPDATE serialises
     every other reservation until the transaction ends.
     """
-    from .models import Period, UsageCounter
-
     limits = limits_for(org, conf)
     if limits.paused:
         return _refusal(org, limits, set())
@@ -300,8 +293,6 @@ def reserve(
     """
     from django.db import router
 
-    from .models import UsageCounter
-
     if units < 0:
         raise ValueError("units must not be negative")
     day, month = day_start(now), month_start(now)
@@ -322,8 +313,6 @@ def release(org: str, units: int, day: dt.date, *, failed: bool) -> None:
     """
     from django.db import connections, router
     from django.db.models.functions import Greatest
-
-    from .models import Period, UsageCounter
 
     if units <= 0:
         return
@@ -353,8 +342,6 @@ def release(org: str, units: int, day: dt.date, *, failed: bool) -> None:
 # --- reading usage -------------------------------------------------------------------------
 def usage_for_orgs(orgs: Iterable[str], now: dt.datetime) -> dict[str, dict[str, int]]:
     """Units each of ``orgs`` used on ``now``'s UTC day and month, in one query."""
-    from .models import Period, UsageCounter
-
     wanted = set(orgs)
     day, month = day_start(now), month_start(now)
     found: dict[str, dict[str, int]] = {org: {"day": 0, "month": 0} for org in wanted}
@@ -436,8 +423,6 @@ def set_limits(
     """Create or update ``org``'s OrgQuota row; None as a limit means "the default"."""
     from django.utils import timezone
 
-    from .models import OrgQuota
-
     for name, value in (("daily", daily), ("monthly", monthly)):
         if value is not UNCHANGED and value is not None and value < 0:
             raise ValueError(f"The {name} limit must be a non-negative integer or None.")
@@ -492,8 +477,6 @@ def usage_report(
     day: dt.date, org: str | None = None, conf: MailapiSettings = mailapi_settings
 ) -> list[OrgUsage]:
     """Usage of every org with an OrgQuota row or a counter in ``day``'s month (or of ``org``)."""
-    from .models import OrgQuota, UsageCounter
-
     month = day.replace(day=1)
     if org is not None:
         orgs = {org}
@@ -529,8 +512,6 @@ def daily_series(
     orgs: Iterable[str] | None, first: dt.date, last: dt.date
 ) -> dict[str, dict[dt.date, int]]:
     """Units sent per org per UTC day from ``first`` to ``last`` (inclusive), one query."""
-    from .models import Period, UsageCounter
-
     rows = UsageCounter.objects.filter(
         period=Period.DAY, period_start__gte=first, period_start__lte=last
     )

@@ -14,10 +14,10 @@ To add a provider, subclass ``Provider`` and write four things:
     must always configure ``BASE_URL``).
 
 ``build_request(message, idempotency_key) -> ApiRequest``
-    Map the message (the dict built by ``django_mailapi.backend.serialize_message``,
-    described below) to a method, a path under the base URL, a JSON body and extra
-    headers. Raise ``UnsupportedFeature(feature, self.name)`` for anything the API
-    cannot carry; never drop it silently. Send ``idempotency_key`` in whatever header
+    Map the message (a ``django_mailapi.message.Message``, described below) to a
+    method, a path under the base URL, a JSON body and extra headers. Raise
+    ``UnsupportedFeature(feature, self.name)`` for anything the API cannot carry;
+    never drop it silently. Send ``idempotency_key`` in whatever header
     the API uses; it is the same for every retry of the same message.
 
 ``parse_success(response) -> str``
@@ -30,6 +30,9 @@ To add a provider, subclass ``Provider`` and write four things:
     never raise: bodies can be empty, HTML from a proxy, or JSON of another shape. Use
     ``self.fallback_error(response)`` when nothing better can be read.
 
+``build_request`` and ``parse_success`` have no default: the base class raises
+``NotImplementedError`` naming your class and the method you left out.
+
 Optionally override ``validate(message)`` to refuse, before any request, what the
 API would refuse (sizes, recipient counts); raise ``self.local_error(code, text)``
 with a code from the "mailapi" catalog.
@@ -41,7 +44,13 @@ retried, counted against the quota and shown in the admin on its own. ``split`` 
 the web process, before any API key or base URL is known, so it must be pure shape
 work on the message dict.
 
-The message dict (JSON-safe, every key always present)::
+APIs with a batch endpoint set ``max_batch`` to the most emails one request carries and
+write ``build_batch_request(messages, idempotency_key) -> ApiRequest``; the default
+``parse_batch_response`` reads the answer shape Resend and Sendr share. Override
+``batchable(message)`` (a class method) to keep some messages out of batches.
+
+The message (``django_mailapi.message.Message``, a ``TypedDict``: JSON-safe, every
+key always present)::
 
     {"from": "Name <a@example.com>", "to": [...], "cc": [...], "bcc": [...],
      "reply_to": [...], "subject": "...", "text": "..." | None, "html": "..." | None,
@@ -72,7 +81,8 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from .. import __version__
-from ..exceptions import SendError
+from ..exceptions import ImproperlyConfigured, SendError
+from ..message import Attachment, Message
 
 USER_AGENT = f"django-mailapi/{__version__} python-requests/{requests.__version__}"
 
@@ -128,8 +138,6 @@ class Provider:
     def __init__(self, *, api_key: str, base_url: str | None = None, timeout: float = 10.0):
         base = base_url or self.default_base_url
         if not base:
-            from ..exceptions import ImproperlyConfigured
-
             raise ImproperlyConfigured(
                 f"The {self.name} provider needs MAILAPI['BASE_URL'].",
                 code="configuration_error",
@@ -153,16 +161,18 @@ class Provider:
         return f"<{type(self).__name__} {self.base_url}>"
 
     # --- to write in a subclass ------------------------------------------------------
-    def build_request(self, message: dict[str, Any], idempotency_key: str) -> ApiRequest:
-        raise NotImplementedError
+    def build_request(self, message: Message, idempotency_key: str) -> ApiRequest:
+        """The request that sends ``message``; see the module docstring."""
+        raise self._missing("build_request")
 
     def parse_success(self, response: ApiResponse) -> str:
-        raise NotImplementedError
+        """The API's id for the email a 2xx ``response`` accepted."""
+        raise self._missing("parse_success")
 
     def parse_error(self, response: ApiResponse) -> SendError:
         return self.fallback_error(response)
 
-    def validate(self, message: dict[str, Any]) -> None:
+    def validate(self, message: Message) -> None:
         count = len(message["to"]) + len(message["cc"]) + len(message["bcc"])
         if self.max_recipients is not None and count > self.max_recipients:
             raise self.local_error(
@@ -174,7 +184,7 @@ class Provider:
         return {"Authorization": f"Bearer {self._api_key}"}
 
     @classmethod
-    def split(cls, message: dict[str, Any]) -> list[dict[str, Any]]:
+    def split(cls, message: Message) -> list[Message]:
         """The messages to store for ``message``: itself, unless the API needs it split.
 
         With ``one_recipient_per_message``, the default gives each distinct address of
@@ -185,7 +195,7 @@ class Provider:
         if not cls.one_recipient_per_message:
             return [message]
         seen: set[str] = set()
-        parts: list[dict[str, Any]] = []
+        parts: list[Message] = []
         for address in (*message["to"], *message["cc"], *message["bcc"]):
             bare = email.utils.parseaddr(address)[1].lower()
             if bare in seen:
@@ -196,7 +206,7 @@ class Provider:
 
     # --- provided --------------------------------------------------------------------
     @classmethod
-    def batchable(cls, message: dict[str, Any]) -> bool:
+    def batchable(cls, message: Message) -> bool:
         """Whether ``message`` may travel in a batch request (batches carry no attachments).
 
         Decided from the message alone, so the backend can ask it when it sizes tasks;
@@ -204,19 +214,17 @@ class Provider:
         """
         return cls.max_batch > 1 and not message["attachments"]
 
-    def can_batch(self, message: dict[str, Any]) -> bool:
+    def can_batch(self, message: Message) -> bool:
         """Whether this provider sends ``message`` in a batch; ``batchable`` by default."""
         return self.batchable(message)
 
-    def build_batch_request(
-        self, messages: list[dict[str, Any]], idempotency_key: str
-    ) -> ApiRequest:
+    def build_batch_request(self, messages: list[Message], idempotency_key: str) -> ApiRequest:
         """One request for several messages (only where ``max_batch`` > 1)."""
-        raise NotImplementedError
+        raise self._missing(
+            "build_batch_request", f" to send batches (max_batch = {self.max_batch})"
+        )
 
-    def send_batch(
-        self, messages: list[dict[str, Any]], idempotency_key: str
-    ) -> list[str | SendError]:
+    def send_batch(self, messages: list[Message], idempotency_key: str) -> list[str | SendError]:
         """Send validated messages in one request: per message, its id or its error.
 
         Raises ``SendError`` when the whole request failed; the outbox then retries the
@@ -273,12 +281,12 @@ class Provider:
             for index in range(total)
         ]
 
-    def send(self, message: dict[str, Any], idempotency_key: str) -> str:
+    def send(self, message: Message, idempotency_key: str) -> str:
         """Send one message; return the API's id or raise ``SendError``."""
         self.validate(message)
         return self.deliver(message, idempotency_key)
 
-    def deliver(self, message: dict[str, Any], idempotency_key: str) -> str:
+    def deliver(self, message: Message, idempotency_key: str) -> str:
         """``send`` without ``validate``, for messages the outbox has checked already."""
         request = self.build_request(message, idempotency_key)
         response = self.call(request)
@@ -319,6 +327,14 @@ class Provider:
             ) from None
         return ApiResponse(resp.status_code, resp.headers, resp.content)
 
+    def _missing(self, method: str, purpose: str = "") -> NotImplementedError:
+        # Names the subclass, so whoever wires up a half-written provider sees which
+        # class and which hook, not a bare NotImplementedError from this module.
+        return NotImplementedError(
+            f"{type(self).__name__} must implement {method}(){purpose} "
+            "(see django_mailapi.providers.base.Provider)"
+        )
+
     def local_error(self, code: str, message: str) -> SendError:
         return SendError(message, code=code, local=True)
 
@@ -353,7 +369,7 @@ class Provider:
         )
 
 
-def attachment_filename(attachment: Mapping[str, Any], index: int) -> str:
+def attachment_filename(attachment: Attachment, index: int) -> str:
     """The attachment's filename, or a made-up one for APIs that require a name.
 
     Django allows a ``MIMEBase`` attachment without a filename; APIs such as Sendr and

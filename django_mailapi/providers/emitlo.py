@@ -36,6 +36,7 @@ import re
 from typing import Any
 
 from ..exceptions import SendError, UnsupportedFeature
+from ..message import Message
 from .base import (
     ApiRequest,
     ApiResponse,
@@ -56,7 +57,7 @@ class EmitloProvider(Provider):
     max_attachment_bytes = 10 * MB
     max_message_bytes = 25 * MB
 
-    def validate(self, message: dict[str, Any]) -> None:
+    def validate(self, message: Message) -> None:
         count = len(message["to"]) + len(message["cc"]) + len(message["bcc"])
         if count > 1:
             raise self.local_error(
@@ -81,7 +82,7 @@ class EmitloProvider(Provider):
                 "25 MB per message.",
             )
 
-    def wire_body(self, message: dict[str, Any]) -> dict[str, Any]:
+    def wire_body(self, message: Message) -> dict[str, Any]:
         """The ``POST /messages`` body for a message with one recipient."""
         if message["headers"]:
             names = ", ".join(sorted(message["headers"]))
@@ -123,7 +124,7 @@ class EmitloProvider(Provider):
             ]
         return body
 
-    def build_request(self, message: dict[str, Any], idempotency_key: str) -> ApiRequest:
+    def build_request(self, message: Message, idempotency_key: str) -> ApiRequest:
         return ApiRequest(
             "POST", "/messages", self.wire_body(message), {"Idempotency-Key": idempotency_key}
         )
@@ -146,7 +147,7 @@ class EmitloProvider(Provider):
         return self.envelope_error(response, found)
 
 
-def message_body(message: dict[str, Any]) -> str:
+def message_body(message: Message) -> str:
     """The HTML Emitlo gets: the message's HTML, else its text made into safe HTML."""
     if message.get("html") is not None:
         return str(message["html"])

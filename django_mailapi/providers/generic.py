@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..exceptions import SendError
+from ..message import Message
 from .base import ApiResponse, error_object
 from .resend import ResendProvider
 
@@ -49,6 +50,6 @@ class GenericProvider(ResendProvider):
             response, found, request_id=request_id if isinstance(request_id, str) else ""
         )
 
-    def wire_body(self, message: dict[str, Any]) -> dict[str, Any]:
+    def wire_body(self, message: Message) -> dict[str, Any]:
         """Resend's SendEmailRequest body; override to speak another API's shape."""
         return super().wire_body(message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ..exceptions import SendError
+from ..message import Attachment, Message
 from .base import ApiRequest, ApiResponse, Provider, retry_after
 
 
@@ -16,7 +17,7 @@ class ResendProvider(Provider):
     max_message_bytes: ClassVar[int | None] = 40 * 1024 * 1024  # after base64, as Resend counts
     max_batch: ClassVar[int] = 100
 
-    def validate(self, message: dict[str, Any]) -> None:
+    def validate(self, message: Message) -> None:
         super().validate(message)
         size = sum(len(a["content"]) for a in message["attachments"])
         size += len(message.get("html") or "") + len(message.get("text") or "")
@@ -26,7 +27,7 @@ class ResendProvider(Provider):
                 f"The email is {size / 1e6:.1f} MB after base64; Resend accepts at most 40 MB.",
             )
 
-    def wire_body(self, message: dict[str, Any]) -> dict[str, Any]:
+    def wire_body(self, message: Message) -> dict[str, Any]:
         """The SendEmailRequest body for one message."""
         body: dict[str, Any] = {
             "from": message["from"],
@@ -46,7 +47,7 @@ class ResendProvider(Provider):
             body["attachments"] = [_attachment(a) for a in message["attachments"]]
         return body
 
-    def build_request(self, message: dict[str, Any], idempotency_key: str) -> ApiRequest:
+    def build_request(self, message: Message, idempotency_key: str) -> ApiRequest:
         return ApiRequest(
             "POST",
             "/emails",
@@ -54,9 +55,7 @@ class ResendProvider(Provider):
             {"Idempotency-Key": idempotency_key},
         )
 
-    def build_batch_request(
-        self, messages: list[dict[str, Any]], idempotency_key: str
-    ) -> ApiRequest:
+    def build_batch_request(self, messages: list[Message], idempotency_key: str) -> ApiRequest:
         # Permissive: valid emails go out and each invalid one comes back in `errors`.
         return ApiRequest(
             "POST",
@@ -85,8 +84,11 @@ class ResendProvider(Provider):
         )
 
 
-def _attachment(attachment: dict[str, Any]) -> dict[str, Any]:
-    wire = {"content": attachment["content"], "content_type": attachment["content_type"]}
+def _attachment(attachment: Attachment) -> dict[str, Any]:
+    wire: dict[str, Any] = {
+        "content": attachment["content"],
+        "content_type": attachment["content_type"],
+    }
     if attachment.get("filename"):
         wire["filename"] = attachment["filename"]
     if attachment.get("content_id"):

@@ -25,6 +25,7 @@ import re
 from typing import Any
 
 from ..exceptions import SendError, UnsupportedFeature
+from ..message import Attachment, Message
 from .base import (
     ApiRequest,
     ApiResponse,
@@ -50,7 +51,7 @@ class SendrProvider(Provider):
     max_batch = 100
 
     # --- checks ------------------------------------------------------------------------
-    def validate(self, message: dict[str, Any]) -> None:
+    def validate(self, message: Message) -> None:
         super().validate(message)
         if len(message["to"]) > self.max_to:
             raise self.local_error(
@@ -79,7 +80,7 @@ class SendrProvider(Provider):
             )
 
     # --- request -----------------------------------------------------------------------
-    def wire_body(self, message: dict[str, Any], *, in_batch: bool = False) -> dict[str, Any]:
+    def wire_body(self, message: Message, *, in_batch: bool = False) -> dict[str, Any]:
         """The send-email request body (or one ``emails[]`` item of a batch)."""
         body: dict[str, Any] = {
             "from": message["from"],
@@ -119,7 +120,7 @@ class SendrProvider(Provider):
             wire["X-" + name[2:]] = value
         return wire
 
-    def build_request(self, message: dict[str, Any], idempotency_key: str) -> ApiRequest:
+    def build_request(self, message: Message, idempotency_key: str) -> ApiRequest:
         return ApiRequest(
             "POST", "/emails", self.wire_body(message), {"idempotency-key": idempotency_key}
         )
@@ -142,9 +143,7 @@ class SendrProvider(Provider):
         return self.envelope_error(response, found, wait=wait)
 
     # --- batch (wired into the outbox separately) --------------------------------------
-    def build_batch_request(
-        self, messages: list[dict[str, Any]], idempotency_key: str
-    ) -> ApiRequest:
+    def build_batch_request(self, messages: list[Message], idempotency_key: str) -> ApiRequest:
         """One ``POST /emails/batch`` for up to 100 messages.
 
         Each message is checked as a single send would be; anything a batch item cannot
@@ -168,13 +167,13 @@ class SendrProvider(Provider):
         )
 
     @classmethod
-    def batchable(cls, message: dict[str, Any]) -> bool:
+    def batchable(cls, message: Message) -> bool:
         # Sendr's batch items carry no attachments and no custom headers.
         return super().batchable(message) and not message["headers"]
 
 
-def _attachment(attachment: dict[str, Any], index: int) -> dict[str, Any]:
-    wire = {
+def _attachment(attachment: Attachment, index: int) -> dict[str, Any]:
+    wire: dict[str, Any] = {
         "filename": attachment_filename(attachment, index),
         "content": attachment["content"],
         "content_type": attachment["content_type"] or "application/octet-stream",
