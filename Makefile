@@ -18,6 +18,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check django_mailapi tests example_project
 	$(VENV)/bin/ruff format --check django_mailapi tests example_project
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy django_mailapi
@@ -48,4 +49,4 @@ bench: $(STAMP)
 	$(PY) tests/benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) .venv-dj42 .venv-dj61 .pytest_cache .mypy_cache .ruff_cache .coverage example_project/var
+	rm -rf $(VENV) .venv-dj42 .venv-dj61 .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .coverage example_project/var
