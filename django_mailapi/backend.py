@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from . import signals, sql
 from .conf import DEFAULTS, MailapiSettings, get_settings
+from .dispatch import dispatch
 from .exceptions import (
     ImproperlyConfigured,
     InvalidMessage,
@@ -32,6 +33,7 @@ from .exceptions import (
 from .message import Attachment, Message
 from .models import OutboundEmail, Status
 from .outbox import record_rejected
+from .outbox.batching import batch_size
 from .providers import resolve_provider_class
 from .providers.base import Provider
 from .quota import check_enqueue, resolve_org
@@ -315,8 +317,6 @@ TASK_SIZE = 1000
 TASK_REQUESTS = 100
 #: Most emails in a call's first task; each next task may hold twice as many.
 FIRST_TASK_SIZE = 100
-#: Ids per task where what they hold is not looked at (the sweeper, retry_now).
-DISPATCH_SIZE = 100
 
 
 def task_chunks(
@@ -332,7 +332,7 @@ def task_chunks(
     A provider that overrides ``can_batch`` (not ``batchable``) is counted as sending
     every email alone, the safe side.
     """
-    size = min(conf.BATCH_SIZE, provider_class.max_batch)
+    size = batch_size(provider_class, conf)
     judged = provider_class.can_batch is Provider.can_batch
     start, requests, most = 0, 0, FIRST_TASK_SIZE
     filled: dict[str, int] = {}  # org -> emails in its batches so far, in this chunk
@@ -349,40 +349,3 @@ def task_chunks(
             filled[org] = filled.get(org, 0) + 1
     if start < len(parts):
         yield parts[start:]
-
-
-def dispatch(ids: Sequence[int], conf: MailapiSettings, size: int = DISPATCH_SIZE) -> int:
-    """Publish send tasks for ``ids``, ``size`` per task; on broker trouble, leave them queued.
-
-    Returns how many ids were published. Rows that were not stay ``queued``; the
-    sweeper (``mailapi_sweep`` / the beat task) publishes them later.
-    """
-    from .tasks import send_emails
-
-    published = 0
-    options: dict[str, Any] = {
-        "retry": True,
-        "retry_policy": {
-            "max_retries": 1,
-            "interval_start": 0,
-            "interval_step": 0.2,
-            "interval_max": 0.2,
-        },
-    }
-    if conf.QUEUE:
-        options["queue"] = conf.QUEUE
-    for start in range(0, len(ids), size):
-        chunk = list(ids[start : start + size])
-        try:
-            send_emails.apply_async(args=[chunk], **options)
-        except Exception as exc:  # the broker is down or refused us; the sweeper retries
-            logger.warning(
-                "django-mailapi could not publish %d email(s) to the broker (%s: %s); "
-                "they stay queued and mailapi_sweep will dispatch them.",
-                len(ids) - published,
-                type(exc).__name__,
-                exc,
-            )
-            break
-        published += len(chunk)
-    return published

@@ -154,7 +154,7 @@ CATALOG = Catalog(
             "API may already have is only ever sent again whole.",
             "Look at the batch's other emails (same batch key in the admin) for the refusal "
             "that held this one back, fix its cause, then re-queue them together with "
-            "`manage.py mailapi_retry ID ...` or the admin's \"retry now\".",
+            '`manage.py mailapi_retry ID ...` or the admin\'s "retry now".',
         ),
         _entry(
             "unexpected_error",
