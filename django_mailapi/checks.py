@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
@@ -235,6 +237,18 @@ def check_config(config: dict[str, Any], where: str) -> list[CheckMessage]:
                 hint="Use Redis for CACHES['default'] (django.core.cache.backends.redis."
                 "RedisCache), or divide RATE_LIMIT by the number of worker processes.",
                 id="mailapi.W002",
+                obj=where,
+            )
+        )
+    lease, timeout = (config.get(k, DEFAULTS[k]) for k in ("LEASE_SECONDS", "TIMEOUT"))
+    if _is_int(lease, 1) and _is_number(timeout) and lease < timeout + 5:
+        messages.append(
+            Warning(
+                f"MAILAPI['LEASE_SECONDS'] ({lease}) is shorter than one request may take "
+                f"(TIMEOUT {timeout:g} s plus 5 s for clock differences), so another worker "
+                "could take an email while its request is still on the way.",
+                hint=f"Set LEASE_SECONDS to at least {math.ceil(timeout + 5)}, or lower TIMEOUT.",
+                id="mailapi.W003",
                 obj=where,
             )
         )

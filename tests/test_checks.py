@@ -58,10 +58,19 @@ def test_mailapi_must_be_a_dict(settings):
         ("LEASE_SECONDS", 0, "mailapi.E019"),
         ("RETRY_MAX_DELAY", -1, "mailapi.E019"),
         ("SPEED", "fast", "mailapi.W001"),
+        ("LEASE_SECONDS", 14, "mailapi.W003"),
     ],
 )
 def test_each_malformed_setting_has_its_own_id(settings, key, value, check_id):
     assert ids(settings, {**BASE, key: value}) == [check_id]
+
+
+def test_a_lease_shorter_than_a_request_is_w003_with_the_length_to_set(settings):
+    settings.MAILAPI = {**BASE, "LEASE_SECONDS": 20, "TIMEOUT": 30.0}
+    (message,) = check_settings()
+    assert message.id == "mailapi.W003"
+    assert "at least 35" in message.hint
+    assert ids(settings, {**BASE, "LEASE_SECONDS": 35, "TIMEOUT": 30.0}) == []
 
 
 def test_mailers_options_are_checked_too(settings):
