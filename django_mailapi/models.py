@@ -7,6 +7,8 @@ import datetime as dt
 from django.db import models
 from django.utils import timezone
 
+from .errors import resolve, suggested_action
+
 
 class Status(models.TextChoices):
     QUEUED = "queued"
@@ -154,8 +156,6 @@ class OutboundEmail(models.Model):
     def suggested_action(self) -> str:
         if not self.last_error_code:
             return ""
-        from .errors import suggested_action
-
         return suggested_action(self.error_source, self.last_error_code, self.last_error_status)
 
 
@@ -198,14 +198,10 @@ class FailedSend(models.Model):
 
     @property
     def suggested_action(self) -> str:
-        from .errors import suggested_action
-
         return suggested_action(self.source, self.error_code, self.http_status, self.message)
 
     @property
     def retry_class(self) -> str:
-        from .errors import resolve
-
         return resolve(self.source, self.error_code, self.http_status, self.message).retry.value
 
 
