@@ -17,7 +17,7 @@ from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import router, transaction
 from django.utils import timezone
 
 from . import signals, sql
@@ -179,11 +179,21 @@ def serialize_message(message: EmailMessage, provider: str = "") -> Message:
     }
 
 
+#: Options that only shape what the web process writes. Every other option is read
+#: again by the workers, from MAILAPI or the row's MAILERS alias.
+ENQUEUE_ONLY = frozenset({"DEFAULT_ORG", "ORG_RESOLVER", "CHECK_QUOTA_ON_ENQUEUE"})
+
+
 class EmailBackend(BaseEmailBackend):
     """Writes each message to the outbox; Celery workers send it to the API.
 
     Keyword arguments (Django 6.1 ``MAILERS`` OPTIONS, or ``get_connection(...)``)
-    override ``MAILAPI`` keys of the same name, in either case.
+    override ``MAILAPI`` keys of the same name. The workers read their settings again
+    from ``MAILAPI`` (or the ``MAILERS`` alias the email was sent through), never from
+    the web process; so an option a worker would not see (say ``provider`` or
+    ``api_key`` passed to ``get_connection()`` alone) is refused with
+    ``ImproperlyConfigured`` rather than have the email sent with another
+    configuration, and another provider's key.
     """
 
     def __init__(self, fail_silently: bool = False, **kwargs: Any) -> None:
@@ -196,6 +206,30 @@ class EmailBackend(BaseEmailBackend):
         self.conf = (
             MailapiSettings(options, mailer=self.mailer) if options else get_settings(self.mailer)
         )
+        if options:
+            self._refuse_unseen(options)
+
+    def _refuse_unseen(self, options: dict[str, Any]) -> None:
+        worker = get_settings(self.mailer)
+        unseen = sorted(
+            key
+            for key in (name.upper() for name in options)
+            if key not in ENQUEUE_ONLY and self.conf.get(key) != worker.get(key)
+        )
+        if unseen:
+            where = (
+                f"settings.MAILERS[{self.mailer!r}]['OPTIONS']"
+                if self.mailer
+                else ("settings.MAILAPI")
+            )
+            raise ImproperlyConfigured(
+                f"EmailBackend option(s) {', '.join(unseen)} differ from what the Celery "
+                f"workers will read ({where}): the workers would send these emails with "
+                "another configuration, and another provider's API key. Put the options "
+                "in MAILAPI, or (Django 6.1) in a MAILERS entry's OPTIONS and send through "
+                "that alias.",
+                code="configuration_error",
+            )
 
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         if not email_messages:
@@ -252,13 +286,15 @@ class EmailBackend(BaseEmailBackend):
         # One transaction and one task per chunk: outside transaction.atomic() the first
         # emails are on their way while the rest are still being written. Inside it,
         # every chunk waits for the caller's commit, as the whole call does.
+        using = router.db_for_write(OutboundEmail)
         for chunk in chunks:
             rows = [self._row(org, provider, now, part) for org, part in chunk]
-            with transaction.atomic():
+            with transaction.atomic(using=using):
                 sql.insert(OutboundEmail, rows)
                 signals.message_queued.send(sender=OutboundEmail, emails=rows)
                 transaction.on_commit(
-                    functools.partial(dispatch, [row.pk for row in rows], conf, len(rows))
+                    functools.partial(dispatch, [row.pk for row in rows], conf, len(rows)),
+                    using=using,
                 )
         return accepted
 

@@ -8,7 +8,7 @@ from email.mime.image import MIMEImage
 
 import pytest
 from django.core import mail
-from django.core.mail import EmailMessage, EmailMultiAlternatives
+from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
 from django.db import transaction
 
 import django_mailapi
@@ -211,8 +211,9 @@ def test_rows_and_dispatch_wait_for_commit(django_capture_on_commit_callbacks):
 
 @pytest.mark.django_db(transaction=True)
 def test_outside_a_transaction_each_chunk_is_committed_and_dispatched_before_the_next(
-    monkeypatch,
+    monkeypatch, settings
 ):
+    settings.MAILAPI = {**settings.MAILAPI, "BATCH_SIZE": 1}
     seen: list[tuple[int, int]] = []
 
     def record(ids, conf, size):
@@ -233,7 +234,7 @@ def test_outside_a_transaction_each_chunk_is_committed_and_dispatched_before_the
             EmailMessage("s", "b", "a@example.com", [f"u{i}@example.com"]) for i in range(250)
         ]
         # Sent one by one, a task holds 100 emails (TASK_REQUESTS).
-        assert EmailBackend(batch_size=1).send_messages(messages) == 250
+        assert EmailBackend().send_messages(messages) == 250
     finally:
         signals.message_queued.disconnect(handler)
 
@@ -241,10 +242,13 @@ def test_outside_a_transaction_each_chunk_is_committed_and_dispatched_before_the
     assert queued == [100, 100, 50]
 
 
-def test_inside_a_transaction_every_chunk_waits_for_the_commit(django_capture_on_commit_callbacks):
+def test_inside_a_transaction_every_chunk_waits_for_the_commit(
+    django_capture_on_commit_callbacks, settings
+):
+    settings.MAILAPI = {**settings.MAILAPI, "BATCH_SIZE": 1}
     messages = [EmailMessage("s", "b", "a@example.com", [f"u{i}@example.com"]) for i in range(150)]
     with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
-        EmailBackend(batch_size=1).send_messages(messages)
+        EmailBackend().send_messages(messages)
         assert callbacks == []
     assert len(callbacks) == 2
     assert OutboundEmail.objects.count() == 150
@@ -362,10 +366,26 @@ def test_missing_api_key_raises_even_with_fail_silently(settings):
         )
 
 
-def test_backend_options_override_mailapi_and_unknown_ones_are_refused():
-    backend = EmailBackend(provider="resend", timeout=3)
-    assert backend.conf.TIMEOUT == 3.0
+def test_backend_options_the_web_process_alone_uses_override_mailapi(settings):
+    backend = EmailBackend(default_org="acme", check_quota_on_enqueue=True)
+    assert (backend.conf.DEFAULT_ORG, backend.conf.CHECK_QUOTA_ON_ENQUEUE) == ("acme", True)
     assert backend.conf.API_KEY  # still read from MAILAPI
+    # An option equal to what the workers read is harmless.
+    assert EmailBackend(provider=settings.MAILAPI["PROVIDER"]).conf.PROVIDER == "resend"
+
+
+def test_backend_options_the_workers_would_not_see_are_refused_so_no_key_goes_astray():
+    """get_connection(provider="sendr", api_key=...) used to queue rows for Sendr that the
+    workers then sent with MAILAPI's Resend key: refused before anything is written."""
+    with pytest.raises(ImproperlyConfigured, match=r"API_KEY, PROVIDER differ") as caught:
+        get_connection(
+            "django_mailapi.backend.EmailBackend", provider="sendr", api_key="sk_sendr_x"
+        )
+    assert caught.value.code == "configuration_error"
+    assert "sk_sendr_x" not in str(caught.value)
+    with pytest.raises(ImproperlyConfigured, match="TIMEOUT"):
+        EmailBackend(timeout=3, fail_silently=True)
+    assert not OutboundEmail.objects.exists()
 
 
 def test_mailers_alias_is_recorded_and_its_options_used(settings):

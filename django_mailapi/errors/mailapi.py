@@ -149,6 +149,15 @@ CATALOG = Catalog(
             "from your application.",
         ),
         _entry(
+            "provider_mismatch",
+            "The email was queued for one provider, and the workers are now configured "
+            "for another.",
+            "The email was not sent, so no API key went to the wrong provider. Either set "
+            "MAILAPI['PROVIDER'] (or the MAILERS alias's OPTIONS) back to the provider "
+            "named in the message and re-queue it with `manage.py mailapi_retry ID`, or "
+            "send the email again from your application so it is queued for the new one.",
+        ),
+        _entry(
             "batch_member_refused",
             "Another email of the same batch was refused before sending, and a batch the "
             "API may already have is only ever sent again whole.",

@@ -20,9 +20,9 @@ from django.utils import timezone
 from .. import quota, signals, sql
 from ..conf import MailapiSettings
 from ..dispatch import schedule
-from ..exceptions import MailapiError, SendError
+from ..exceptions import ImproperlyConfigured, MailapiError, SendError
 from ..models import FailedSend, OutboundEmail, Status
-from ..providers import BUILTIN, resolve_provider_class
+from ..providers import resolve_provider_class
 from ..providers.base import Provider
 from . import policy
 from .lease import Lease
@@ -31,18 +31,33 @@ logger = logging.getLogger("django_mailapi")
 
 
 def provider_class_for(row: OutboundEmail, conf: MailapiSettings) -> type[Provider]:
-    """The configured provider class, unless the row was queued for another built-in one."""
+    """The configured provider class, which must be the one the row was queued for.
+
+    An API key belongs to one provider: a row queued for another (``PROVIDER`` changed
+    while it waited, or options the workers never saw) is refused with
+    ``provider_mismatch`` instead of being sent with this configuration's key.
+    """
     configured = resolve_provider_class(conf.PROVIDER)
-    if configured.name == row.provider or row.provider not in BUILTIN:
-        return configured
-    return resolve_provider_class(row.provider)
+    if configured.name != row.provider:
+        where = f"MAILERS[{conf.mailer!r}]" if conf.mailer else "MAILAPI"
+        raise ImproperlyConfigured(
+            f"Email #{row.pk} was queued for the {row.provider!r} provider, but "
+            f"{where}['PROVIDER'] is now {configured.name!r}; its API key and base URL "
+            f"belong to {configured.name!r}, so the email is not sent with them.",
+            code="provider_mismatch",
+        )
+    return configured
 
 
 def catalog_name(row: OutboundEmail, conf: MailapiSettings) -> str:
+    """The catalog of the API that answered for ``row`` (its own provider's by default)."""
     try:
         return provider_class_for(row, conf).catalog or row.provider
     except MailapiError:
-        return row.provider
+        try:
+            return resolve_provider_class(row.provider).catalog or row.provider
+        except MailapiError:
+            return row.provider
 
 
 def as_send_error(exc: Exception) -> SendError:
