@@ -178,7 +178,8 @@ def update_each(
                 .filter(pk__in=list(per_row), **fence)
                 .values_list("pk", flat=True)
             )
-            manager.filter(pk__in=held).update(**shared)
+            if shared:
+                manager.filter(pk__in=held).update(**shared)
             if fields:
                 objs = manager.in_bulk(held)
                 for pk, obj in objs.items():

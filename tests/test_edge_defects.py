@@ -8,6 +8,8 @@ from django.core.mail import EmailMessage
 from django_mailapi import outbox
 from django_mailapi.backend import EmailBackend
 from django_mailapi.models import FailedSend, OutboundEmail, Status
+from django_mailapi.outbox import batching
+from django_mailapi.sandbox import SandboxServer
 
 pytestmark = pytest.mark.django_db
 
@@ -36,3 +38,31 @@ def test_a_row_queued_for_another_provider_is_refused_and_no_key_leaves(sandbox,
     assert "MAILAPI['PROVIDER'] is now 'sendr'" in failure.message
     assert failure.suggested_action.startswith("The email was not sent")
     assert sandbox.stats["requests"] == 0
+
+
+@pytest.fixture
+def sendr(settings):
+    server = SandboxServer(port=0, provider="sendr").start()
+    settings.MAILAPI = {**settings.MAILAPI, "PROVIDER": "sendr", "BASE_URL": server.url}
+    yield server
+    server.stop()
+
+
+def test_one_email_a_sendr_batch_cannot_carry_fails_alone(sendr):
+    """Two reply-to addresses used to fail all five emails of the batch."""
+    odd = message("c@example.com", reply_to=["r1@example.com", "r2@example.com"])
+    rows = queue(*(message(f"u{i}@example.com") for i in range(2)), odd, message("d@x.io"))
+
+    assert outbox.process([row.pk for row in rows]) == {"failed": 1, "sent": 3}
+
+    by_to = {row.recipients: row for row in OutboundEmail.objects.all()}
+    failed = by_to["c@example.com"]
+    assert (failed.status, failed.last_error_code) == (Status.FAILED, "unsupported_feature")
+    assert (failed.batch_key, failed.quota_units) == ("", 0)
+    sent = [row for row in by_to.values() if row.status == Status.SENT]
+    assert len(sent) == 3
+    (key,) = {row.batch_key for row in sent}
+    # A key of its own: the batch first planned had four members.
+    assert key == batching.new_key(sorted(sent, key=lambda row: row.pk))
+    assert sendr.stats["requests"] == 1
+    assert sorted(e["id"] for e in sendr.emails) == sorted(r.provider_message_id for r in sent)

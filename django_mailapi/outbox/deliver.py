@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from django.utils import timezone
 
-from .. import quota, ratelimit
+from .. import quota, ratelimit, sql
 from ..conf import MailapiSettings
 from ..exceptions import MailapiError, QuotaExceeded, SendError
+from ..message import Message
 from ..models import OutboundEmail
 from ..providers import get_provider
 from ..providers.base import Provider
@@ -214,9 +215,15 @@ class Delivery:
     def send_batch(self, request: batching.Request) -> None:
         assert self.provider is not None
         rows = request.rows
+        payloads: list[Any] = [row.payload or {} for row in rows]
         try:
-            payloads: list[Any] = [row.payload or {} for row in rows]
-            results = self.provider.send_batch(payloads, request.key)
+            built = self.provider.build_batch_request(payloads, request.key)
+        except MailapiError:
+            # Nothing went out: one email the batch cannot carry fails alone.
+            self.split(request)
+            return
+        try:
+            results = self.provider.parse_batch_response(self.provider.call(built))
             if len(results) != len(rows):
                 raise SendError(
                     f"The API answered a batch of {len(rows)} with {len(results)} results.",
@@ -238,6 +245,39 @@ class Delivery:
         # The API answered for each email: one it rejected is settled, whatever an
         # earlier attempt did, and leaves the batch.
         self.fail(failed, resolved=True)
+
+    def split(self, request: batching.Request) -> None:
+        """A batch that could not be built: fail the emails that cannot travel in one,
+        and send the others in new batches under new keys (written before sending)."""
+        assert self.provider is not None
+        bad, rest = [], []
+        for row in request.rows:
+            try:
+                self.provider.build_batch_request([cast(Message, row.payload)], request.key)
+            except MailapiError as exc:
+                bad.append((row, as_send_error(exc)))
+            else:
+                rest.append(row)
+        if not bad or any(row.pk in self.carried for row in request.rows):
+            # Every email builds alone, or the batch may be at the API already: a fault
+            # of the batch as a whole, recorded for all of it.
+            error = SendError(
+                "The provider could not build this batch request.",
+                code="unexpected_error",
+                local=True,
+            )
+            self.fail([(row, error) for row in request.rows], together=True)
+            return
+        self.fail(bad)
+        for row in rest:
+            row.batch_key = ""
+        size = batching.batch_size(type(self.provider), self.conf)
+        requests = batching.plan_requests(rest, self.provider, size, self.carried)
+        keys = {row.pk: [row.batch_key] for row in rest}
+        held = set(sql.update_each(OutboundEmail, ["batch_key"], keys, {}, self.lease.fence))
+        for again in requests:
+            if set(again.pks) <= held:
+                self.make(again)
 
     def flush(self) -> None:
         if self.sent:
