@@ -28,13 +28,14 @@ from .exceptions import (
     InvalidMessage,
     MailapiError,
     QuotaExceeded,
+    SendError,
     UnsupportedFeature,
 )
 from .message import Attachment, Message
 from .models import OutboundEmail, Status
 from .outbox import record_rejected
 from .outbox.batching import batch_size
-from .providers import resolve_provider_class
+from .providers import get_provider, resolve_provider_class
 from .providers.base import Provider
 from .quota import check_enqueue, resolve_org
 
@@ -77,12 +78,38 @@ def _is_valid_address(text: str) -> bool:
     # Cached: a project sends from a few addresses and often to the same ones. parseaddr
     # (pure Python) is the costliest step of serializing a message, and a bare address
     # comes out of it unchanged, so it is only called for anything else.
-    addr = text if _BARE_ADDRESS.match(text) else parseaddr(text)[1]
     try:
+        addr = text if _BARE_ADDRESS.match(text) else parseaddr(text)[1]
         validate_email(addr)
-    except ValidationError:
+    except (ValidationError, RecursionError):  # deeply nested comments exhaust parseaddr
         return False
     return True
+
+
+def split_addresses(value: str) -> list[str]:
+    """A header's comma-separated addresses, keeping commas inside quotes, angle
+    brackets and comments (``"Doe, John" <j@example.com>`` is one address)."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted, escaped, depth = False, False, 0
+    for char in value:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif not quoted and char in "(<":
+            depth += 1
+        elif not quoted and char in ")>":
+            depth = max(0, depth - 1)
+        elif char == "," and not quoted and not depth:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return [part.strip() for part in parts if part.strip()]
 
 
 def _address(value: Any, code: str, what: str) -> str:
@@ -114,6 +141,14 @@ def _attachment(item: Any, provider: str) -> Attachment:
         content = content.encode("utf-8")
     if isinstance(content, EmailMessage):
         content = content.message().as_bytes()
+    elif isinstance(content, MIMEMessage):  # message/rfc822 given as an email.message.Message
+        content = content.as_bytes()
+    if not isinstance(content, bytes):
+        raise InvalidMessage(
+            f"The attachment {filename!r} has content of type {type(content).__name__}; "
+            "give it as str, bytes or an email message.",
+            code="invalid_content",
+        )
     return _attachment_dict(filename, content, mimetype or "application/octet-stream", None)
 
 
@@ -146,7 +181,7 @@ def serialize_message(message: EmailMessage, provider: str = "") -> Message:
         raise InvalidMessage("The message has no from address.", code="invalid_from_address")
     reply_to = list(message.reply_to)
     if "reply-to" in lowered and not reply_to:
-        reply_to = [a.strip() for a in lowered["reply-to"].split(",") if a.strip()]
+        reply_to = split_addresses(lowered["reply-to"])
     to, cc, bcc = list(message.to), list(message.cc), list(message.bcc)
     if not (to or cc or bcc):
         raise InvalidMessage("The message has no recipients.", code="invalid_recipient")
@@ -249,12 +284,15 @@ class EmailBackend(BaseEmailBackend):
         parts: list[tuple[str, Message]] = []
         rejected: list[tuple[OutboundEmail, MailapiError]] = []
         accepted = 0
+        # Checks what the API can never accept (sizes, a `to`), as the worker will again.
+        checker = get_provider(
+            provider_class, api_key="", base_url=conf.BASE_URL, timeout=conf.TIMEOUT
+        )
         for message in email_messages:
             try:
-                payload = serialize_message(message, provider)
                 org = resolve_org(message, conf)
                 # One row per part: APIs that take one recipient per call (Emitlo) split.
-                parts.extend((org, part) for part in provider_class.split(payload))
+                parts.extend((org, part) for part in self._parts(message, checker))
                 accepted += 1
             except MailapiError as exc:
                 if not self.fail_silently:
@@ -297,6 +335,29 @@ class EmailBackend(BaseEmailBackend):
                     using=using,
                 )
         return accepted
+
+    @staticmethod
+    def _parts(message: EmailMessage, checker: Provider) -> list[Message]:
+        """The outbox payloads for ``message``, each checked as the provider will check it.
+
+        Whatever the input, this raises nothing but ``InvalidMessage`` (or another
+        ``MailapiError`` with a code): a message Python's email package cannot take
+        apart is refused like any other bad message, never a traceback.
+        """
+        try:
+            parts = type(checker).split(serialize_message(message, checker.name))
+            for part in parts:
+                checker.validate(part)
+        except SendError as exc:  # validate's local codes: too large, too many, no `to`
+            raise InvalidMessage(exc.message, code=exc.code) from None
+        except MailapiError:
+            raise
+        except Exception as exc:
+            raise InvalidMessage(
+                f"The message could not be read ({type(exc).__name__}: {str(exc)[:200]}).",
+                code="invalid_content",
+            ) from None
+        return parts
 
     def _row(self, org: str, provider: str, now: Any, payload: Message) -> OutboundEmail:
         recipients = payload["to"] + payload["cc"] + payload["bcc"]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+from email.message import Message as StdlibMessage
+
 import pytest
 from django.core.mail import EmailMessage
 
 from django_mailapi import outbox
 from django_mailapi.backend import EmailBackend
+from django_mailapi.exceptions import InvalidMessage
 from django_mailapi.models import FailedSend, OutboundEmail, Status
 from django_mailapi.outbox import batching
 from django_mailapi.sandbox import SandboxServer
@@ -66,3 +70,82 @@ def test_one_email_a_sendr_batch_cannot_carry_fails_alone(sendr):
     assert key == batching.new_key(sorted(sent, key=lambda row: row.pk))
     assert sendr.stats["requests"] == 1
     assert sorted(e["id"] for e in sendr.emails) == sorted(r.provider_message_id for r in sent)
+
+
+# --- recipients only in cc or bcc -------------------------------------------------------
+def test_a_bcc_only_email_is_refused_at_send_mail_where_the_api_needs_a_to(sandbox):
+    """It used to be queued, then fail at Resend with missing_required_field."""
+    bcc_only = EmailMessage("Hi", "Body", "shop@example.com", bcc=["b@example.com"])
+    with pytest.raises(InvalidMessage, match="needs at least one address in to") as caught:
+        EmailBackend().send_messages([bcc_only])
+    assert caught.value.code == "missing_to_recipient"
+    assert not OutboundEmail.objects.exists()
+
+    cc_only = EmailMessage("Hi", "Body", "shop@example.com", cc=["c@example.com"])
+    assert EmailBackend(fail_silently=True).send_messages([cc_only]) == 0
+    row = OutboundEmail.objects.get()
+    assert (row.status, row.last_error_code) == (Status.FAILED, "missing_to_recipient")
+    assert FailedSend.objects.get().suggested_action.startswith("Put at least one address")
+
+
+def test_a_bcc_only_email_goes_to_each_address_on_emitlo(settings):
+    server = SandboxServer(port=0, provider="emitlo").start()
+    try:
+        settings.MAILAPI = {**settings.MAILAPI, "PROVIDER": "emitlo", "BASE_URL": server.url}
+        msg = EmailMessage("Hi", "Body", "shop@example.com", bcc=["b@example.com", "c@x.io"])
+        rows = queue(msg)
+        assert outbox.process([row.pk for row in rows]) == {"sent": 2}
+        assert sorted(e["payload"]["to_email"] for e in server.emails) == [
+            "b@example.com",
+            "c@x.io",
+        ]
+    finally:
+        server.stop()
+
+
+# --- hostile or unusual input ------------------------------------------------------------
+def test_a_reply_to_header_keeps_a_comma_inside_a_quoted_name():
+    msg = message(headers={"Reply-To": '"Doe, John" <j@example.com>, help@example.com'})
+    (row,) = queue(msg)
+    assert row.payload["reply_to"] == ['"Doe, John" <j@example.com>', "help@example.com"]
+
+
+def test_an_rfc822_attachment_given_as_a_stdlib_message_is_carried():
+    forwarded = StdlibMessage()
+    forwarded["Subject"] = "Original"
+    forwarded.set_payload("Forwarded body")
+    msg = message()
+    msg.attach("original.eml", forwarded, "message/rfc822")
+    (row,) = queue(msg)
+    (attachment,) = row.payload["attachments"]
+    assert attachment["content_type"] == "message/rfc822"
+    assert base64.b64decode(attachment["content"]) == forwarded.as_bytes()
+
+
+def test_an_address_nested_500_comments_deep_is_an_invalid_recipient():
+    """parseaddr used to raise RecursionError through fail_silently=True."""
+    nested = "(" * 500 + "x@example.com"
+    with pytest.raises(InvalidMessage) as caught:
+        EmailBackend().send_messages([message(nested)])
+    assert caught.value.code == "invalid_recipient"
+    assert EmailBackend(fail_silently=True).send_messages([message(nested)]) == 0
+    assert OutboundEmail.objects.get().last_error_code == "invalid_recipient"
+
+
+def test_any_exception_while_reading_a_message_is_an_invalid_message():
+    msg = message()
+    msg.attachments.append(("two-tuple", b"x"))  # not (filename, content, mimetype)
+    with pytest.raises(InvalidMessage) as caught:
+        EmailBackend().send_messages([msg])
+    assert caught.value.code == "invalid_content"
+    assert "ValueError" in caught.value.message
+
+
+# --- sizes ------------------------------------------------------------------------------
+def test_an_email_resend_can_never_accept_is_refused_at_send_mail():
+    msg = message()
+    msg.attach("big.bin", b"\0" * (31 * 1024 * 1024), "application/octet-stream")  # 41 MB in base64
+    with pytest.raises(InvalidMessage, match="at most 40 MB") as caught:
+        EmailBackend().send_messages([msg])
+    assert caught.value.code == "message_too_large"
+    assert not OutboundEmail.objects.exists()

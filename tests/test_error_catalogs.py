@@ -243,6 +243,7 @@ def test_mailapi_catalog_has_the_local_codes() -> None:
         "cancelled": RetryClass.PERMANENT,
         "batch_member_refused": RetryClass.PERMANENT,
         "provider_mismatch": RetryClass.PERMANENT,
+        "missing_to_recipient": RetryClass.PERMANENT,
     }
     assert {entry.code: entry.retry for entry in catalog} == expected
     assert all(entry.http_status is None for entry in catalog)

@@ -149,6 +149,15 @@ CATALOG = Catalog(
             "from your application.",
         ),
         _entry(
+            "missing_to_recipient",
+            "The provider's API needs at least one address in to, and this email has only "
+            "cc or bcc recipients.",
+            "Put at least one address in to. For a mailing whose recipients must not see "
+            "each other, send one email per recipient (or put your own address in to and "
+            "the others in bcc); Emitlo, which takes one recipient per call, sends every "
+            "cc and bcc address its own copy.",
+        ),
+        _entry(
             "provider_mismatch",
             "The email was queued for one provider, and the workers are now configured "
             "for another.",

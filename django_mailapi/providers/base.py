@@ -129,6 +129,10 @@ class Provider:
     max_batch: ClassVar[int] = 1
     #: Most recipients (to + cc + bcc) one API call accepts; None = no local check.
     max_recipients: ClassVar[int | None] = None
+    #: Whether the API needs an address in ``to`` (cc or bcc alone are then refused when
+    #: the message is queued). APIs taking one recipient per call split first, so their
+    #: parts always have one.
+    requires_to: ClassVar[bool] = True
     #: Largest message we let through, in bytes of JSON body; None = no local check.
     max_message_bytes: ClassVar[int | None] = None
     #: True when the API takes a single recipient per call: the backend then writes one
@@ -173,6 +177,12 @@ class Provider:
         return self.fallback_error(response)
 
     def validate(self, message: Message) -> None:
+        if self.requires_to and not message["to"]:
+            raise self.local_error(
+                "missing_to_recipient",
+                f"The {self.name} API needs at least one address in to; this email has "
+                "only cc or bcc recipients.",
+            )
         count = len(message["to"]) + len(message["cc"]) + len(message["bcc"])
         if self.max_recipients is not None and count > self.max_recipients:
             raise self.local_error(
