@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import time
 from email.message import Message as StdlibMessage
 
 import pytest
 from django.core.mail import EmailMessage
+from django.utils import timezone
 
 from django_mailapi import outbox
 from django_mailapi.backend import EmailBackend
-from django_mailapi.exceptions import InvalidMessage
+from django_mailapi.exceptions import InvalidMessage, SendError
 from django_mailapi.models import FailedSend, OutboundEmail, Status
 from django_mailapi.outbox import batching
+from django_mailapi.providers.base import MAX_RETRY_AFTER, retry_after
 from django_mailapi.sandbox import SandboxServer
 
 pytestmark = pytest.mark.django_db
@@ -149,3 +153,41 @@ def test_an_email_resend_can_never_accept_is_refused_at_send_mail():
         EmailBackend().send_messages([msg])
     assert caught.value.code == "message_too_large"
     assert not OutboundEmail.objects.exists()
+
+
+# --- waits the API asks for ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    "headers, expected",
+    [
+        ({"retry-after": "7"}, 7.0),
+        ({"x-ratelimit-reset": "{now_plus_30}"}, 30.0),  # an epoch: read as one
+        ({"ratelimit-reset": "1e300"}, MAX_RETRY_AFTER),  # absurd: capped
+        ({"retry-after": "inf"}, MAX_RETRY_AFTER),
+        ({"retry-after": "nan"}, None),
+        ({"retry-after": "soon, maybe"}, None),
+        ({"retry-after": "-5"}, 0.0),
+    ],
+)
+def test_retry_after_reads_epochs_as_epochs_and_caps_every_wait(headers, expected):
+    now = time.time()
+    headers = {k: v.replace("{now_plus_30}", str(int(now) + 30)) for k, v in headers.items()}
+    found = retry_after(headers)
+    assert found == pytest.approx(expected, abs=1.5) if expected is not None else found is None
+
+
+def test_a_huge_retry_after_neither_parks_the_email_for_decades_nor_breaks_the_writer(
+    sandbox,
+):
+    """An epoch-style reset used to park a row for decades; a huge value raised
+    OverflowError inside the outcome writer."""
+    (row,) = queue(message())
+    claim = outbox.claim([row.pk])
+    (claimed,) = claim.rows
+    huge = SendError("slow down", code="rate_limit_exceeded", http_status=429, retry_after=1e300)
+
+    claim.deliveries[0].fail([(claimed, huge)])
+
+    row.refresh_from_db()
+    assert row.status == Status.QUEUED
+    wait = row.next_attempt_at - timezone.now()
+    assert dt.timedelta(minutes=59) < wait <= dt.timedelta(seconds=MAX_RETRY_AFTER + 1)

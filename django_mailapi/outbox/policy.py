@@ -17,6 +17,7 @@ Two questions are answered for every failed attempt:
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from .. import errors, quota
 from ..conf import MailapiSettings
 from ..exceptions import SendError
 from ..models import Status
+from ..providers.base import MAX_RETRY_AFTER
 
 #: Local codes for failures after a request may have reached the API.
 UNCERTAIN_LOCAL_CODES = frozenset(
@@ -88,7 +90,9 @@ def decide(
     if retry.is_transient and attempts <= conf.MAX_RETRIES:
         delay = backoff(attempts, conf, rand)
         if retry is errors.RetryClass.RETRY_AFTER and error.retry_after is not None:
-            delay = max(error.retry_after, 0.5) + rand(0, 0.5)
+            # Whatever a provider put there: never below half a second or above an hour.
+            wait = error.retry_after if math.isfinite(error.retry_after) else MAX_RETRY_AFTER
+            delay = min(max(wait, 0.5), MAX_RETRY_AFTER) + rand(0, 0.5)
         return Decision(
             "retry",
             Status.QUEUED,

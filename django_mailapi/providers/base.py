@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import mimetypes
 import os
 import time
@@ -409,16 +410,33 @@ def error_object(body: Any) -> dict[str, Any] | None:
     return None
 
 
+#: The longest wait an API may ask for that is honoured as given; longer ones are cut.
+MAX_RETRY_AFTER = 3600.0
+#: A reset value above this is a Unix time (some APIs send an epoch), not a duration.
+_EPOCH_FLOOR = 1e9
+
+
 def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait, from ``Retry-After`` (seconds or HTTP date) or ``ratelimit-reset``."""
+    """Seconds to wait, from ``Retry-After`` (seconds or HTTP date) or ``ratelimit-reset``.
+
+    A value that is a Unix time is read as one; every wait is at most MAX_RETRY_AFTER.
+    """
     for name in ("retry-after", "ratelimit-reset", "x-ratelimit-reset"):
         value = headers.get(name)
         if not value:
             continue
         try:
-            return max(0.0, float(value))
+            seconds = float(value)
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if name == "retry-after" else None
-            if parsed is not None:
-                return max(0.0, parsed.timestamp() - time.time())
+            if name != "retry-after":
+                continue
+            try:  # an HTTP date
+                seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+            except (ValueError, TypeError, OverflowError):
+                continue
+        if math.isnan(seconds):
+            continue
+        if seconds > _EPOCH_FLOOR:
+            seconds -= time.time()
+        return min(max(0.0, seconds), MAX_RETRY_AFTER)
     return None
