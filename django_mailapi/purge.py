@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import router, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -65,13 +65,19 @@ def old_counters(cutoff: dt.datetime) -> QuerySet[UsageCounter]:
 
 
 def _delete_in_batches(queryset: QuerySet, batch_size: int) -> dict[str, int]:
-    """Delete ``queryset`` ``batch_size`` ids at a time; return the counts per model label."""
+    """Delete ``queryset`` ``batch_size`` ids at a time; return the counts per model label.
+
+    Ids are read, and each batch deleted in a transaction, on the database the router
+    picks for writing the model.
+    """
+    using = router.db_for_write(queryset.model)
+    queryset = queryset.using(using)
     deleted: dict[str, int] = {}
     while True:
         ids = list(queryset.order_by("pk").values_list("pk", flat=True)[:batch_size])
         if not ids:
             return deleted
-        with transaction.atomic():
+        with transaction.atomic(using=using):
             _total, per_model = queryset.filter(pk__in=ids).delete()
         for label, count in per_model.items():
             deleted[label] = deleted.get(label, 0) + count

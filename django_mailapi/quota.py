@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.db.models import F, Q
 
 from .conf import MailapiSettings, mailapi_settings
@@ -84,8 +84,12 @@ def _effective(value: int | None, default: int | None) -> int | None:
     return value if value is not None else default
 
 
-def limits_for(org: str, conf: MailapiSettings = mailapi_settings) -> Limits:
-    row = OrgQuota.objects.filter(org=org).values("daily_limit", "monthly_limit", "paused").first()
+def limits_for(
+    org: str, conf: MailapiSettings = mailapi_settings, using: str | None = None
+) -> Limits:
+    """``using`` reads from that database (a reservation reads where it writes)."""
+    rows = OrgQuota.objects.using(using) if using else OrgQuota.objects.all()
+    row = rows.filter(org=org).values("daily_limit", "monthly_limit", "paused").first()
     if row is None:
         return Limits(conf.DAILY_LIMIT, conf.MONTHLY_LIMIT, False)
     return Limits(
@@ -170,10 +174,8 @@ ON CONFLICT (org, period, period_start) DO UPDATE
 """
 
 
-def _sql(template: str) -> str:
-    from django.db import connection
-
-    quote = connection.ops.quote_name
+def _sql(template: str, using: str) -> str:
+    quote = connections[using].ops.quote_name
     return template.format(
         counter=quote(UsageCounter._meta.db_table),
         quota=quote(OrgQuota._meta.db_table),
@@ -201,10 +203,8 @@ def _refusal(org: str, limits: Limits, failed: set[str]) -> QuotaExceeded:
 
 
 def _reserve_postgresql(
-    org: str, units: int, day: dt.date, month: dt.date, conf: MailapiSettings
+    org: str, units: int, day: dt.date, month: dt.date, conf: MailapiSettings, using: str
 ) -> QuotaExceeded | None:
-    from django.db import connection
-
     params = {
         "org": org,
         "units": units,
@@ -213,15 +213,15 @@ def _reserve_postgresql(
         "default_daily": conf.DAILY_LIMIT,
         "default_monthly": conf.MONTHLY_LIMIT,
     }
-    with connection.cursor() as cursor:
-        cursor.execute(_sql(_RESERVE_SQL), params)
+    with connections[using].cursor() as cursor:
+        cursor.execute(_sql(_RESERVE_SQL, using), params)
         rows = cursor.fetchall()
         paused, daily, monthly = rows[0][:3]
         booked = {period: pk for *_, pk, period in rows if pk is not None}
         if len(booked) == 2:
             return None
         for pk in booked.values():  # exactly one limit refused: move the other back
-            cursor.execute(_sql(_UNBOOK_SQL), [units, pk])
+            cursor.execute(_sql(_UNBOOK_SQL, using), [units, pk])
     limits = Limits(
         None if daily == _UNLIMITED else daily, None if monthly == _UNLIMITED else monthly, paused
     )
@@ -238,17 +238,18 @@ def _fits(period: str, units: int, limits: Limits) -> bool:
 
 
 def _reserve_portable(
-    org: str, units: int, day: dt.date, month: dt.date, conf: MailapiSettings
+    org: str, units: int, day: dt.date, month: dt.date, conf: MailapiSettings, using: str
 ) -> QuotaExceeded | None:
     """Any other database (SQLite): conditional UPDATEs inside the caller's transaction.
 
     SQLite lets one writer at a time hold the database, so the first UPDATE serialises
     every other reservation until the transaction ends.
     """
-    limits = limits_for(org, conf)
+    limits = limits_for(org, conf, using)
     if limits.paused:
         return _refusal(org, limits, set())
-    UsageCounter.objects.bulk_create(
+    counters = UsageCounter.objects.using(using)
+    counters.bulk_create(
         [
             UsageCounter(org=org, period=Period.DAY, period_start=day),
             UsageCounter(org=org, period=Period.MONTH, period_start=month),
@@ -261,22 +262,20 @@ def _reserve_portable(
         (Period.MONTH, month, limits.monthly),
         (Period.DAY, day, limits.daily),
     ):
-        qs = UsageCounter.objects.filter(org=org, period=period, period_start=start)
+        qs = counters.filter(org=org, period=period, period_start=start)
         if limit is not None:
             qs = qs.filter(units_sent__lte=limit - units)
         if qs.update(units_sent=F("units_sent") + units) != 1:
             for done_period, done_start in booked:
-                UsageCounter.objects.filter(
-                    org=org, period=done_period, period_start=done_start
-                ).update(units_sent=F("units_sent") - units)
+                counters.filter(org=org, period=done_period, period_start=done_start).update(
+                    units_sent=F("units_sent") - units
+                )
             return _refusal(org, limits, {str(period)})
         booked.append((period, start))
     return None
 
 
 def _native(using: str) -> bool:
-    from django.db import connections
-
     return connections[using].vendor == "postgresql"
 
 
@@ -290,16 +289,17 @@ def reserve(
     one (the outbox stores the reservation on the email in the same transaction), and
     in its own otherwise. QuotaExceeded is raised after that transaction block, so a
     refusal never marks the caller's transaction for rollback.
-    """
-    from django.db import router
 
+    Everything runs on the database the router picks for writing UsageCounter (which
+    must also hold OrgQuota: the statement reads both).
+    """
     if units < 0:
         raise ValueError("units must not be negative")
     day, month = day_start(now), month_start(now)
     using = router.db_for_write(UsageCounter)
     book = _reserve_postgresql if _native(using) else _reserve_portable
     with transaction.atomic(using=using, savepoint=False):
-        refusal = book(org, units, day, month, conf)
+        refusal = book(org, units, day, month, conf, using)
     if refusal is not None:
         raise refusal
     return day
@@ -311,7 +311,6 @@ def release(org: str, units: int, day: dt.date, *, failed: bool) -> None:
     ``failed=True`` (the email will not be retried) also adds the units to the
     counters' ``units_failed``. One statement on PostgreSQL.
     """
-    from django.db import connections, router
     from django.db.models.functions import Greatest
 
     if units <= 0:
@@ -327,16 +326,16 @@ def release(org: str, units: int, day: dt.date, *, failed: bool) -> None:
             "failed": units if failed else 0,
         }
         with connections[using].cursor() as cursor:
-            cursor.execute(_sql(_RELEASE_SQL), params)
+            cursor.execute(_sql(_RELEASE_SQL, using), params)
         return
     with transaction.atomic(using=using, savepoint=False):
         for period, start in ((Period.DAY, day), (Period.MONTH, month)):
             changes: dict[str, Any] = {"units_sent": Greatest(F("units_sent") - units, 0)}
             if failed:
                 changes["units_failed"] = F("units_failed") + units
-            UsageCounter.objects.filter(org=org, period=period, period_start=start).update(
-                **changes
-            )
+            UsageCounter.objects.using(using).filter(
+                org=org, period=period, period_start=start
+            ).update(**changes)
 
 
 # --- reading usage -------------------------------------------------------------------------
@@ -426,8 +425,10 @@ def set_limits(
     for name, value in (("daily", daily), ("monthly", monthly)):
         if value is not UNCHANGED and value is not None and value < 0:
             raise ValueError(f"The {name} limit must be a non-negative integer or None.")
-    with transaction.atomic():
-        row, _created = OrgQuota.objects.select_for_update().get_or_create(org=org)
+    using = router.db_for_write(OrgQuota)
+    with transaction.atomic(using=using):
+        rows = OrgQuota.objects.using(using).select_for_update()
+        row, _created = rows.get_or_create(org=org)
         if daily is not UNCHANGED:
             row.daily_limit = daily
         if monthly is not UNCHANGED:
@@ -435,7 +436,9 @@ def set_limits(
         if paused is not None:
             row.paused = paused
         row.updated_at = timezone.now()
-        row.save(update_fields=["daily_limit", "monthly_limit", "paused", "updated_at"])
+        row.save(
+            using=using, update_fields=["daily_limit", "monthly_limit", "paused", "updated_at"]
+        )
     return row
 
 

@@ -89,6 +89,16 @@ DATABASE_URL = os.environ.get("DATABASE_URL") or (
     DEFAULT_PG_URL if _reachable(DEFAULT_PG_URL) else "sqlite:///:memory:"
 )
 DATABASES = {"default": _database(DATABASE_URL)}
+# Second databases for tests/test_routers.py, which routes our models to one of them.
+# pytest-django creates a test database only for the tests that name it, so the rest of
+# the suite never touches these. "outbox" is SQLite, where SQL meant for PostgreSQL fails
+# loudly; "outbox_pg" is a second PostgreSQL database, for the PostgreSQL-only paths.
+DATABASES["outbox"] = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["outbox_pg"] = {
+        **DATABASES["default"],
+        "TEST": {"NAME": f"test_{DATABASES['default']['NAME']}_outbox"},
+    }
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
