@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from django_mailapi.checks import check_settings
+from django_mailapi.checks import check_settings, summaries
+from django_mailapi.conf import SETTINGS
 
 BASE = {"API_KEY": "re_x"}
 
@@ -56,7 +57,11 @@ def test_mailapi_must_be_a_dict(settings):
         ("CHECK_QUOTA_ON_ENQUEUE", "yes", "mailapi.E017"),
         ("KEEP_SENT_PAYLOAD", 1, "mailapi.E018"),
         ("LEASE_SECONDS", 0, "mailapi.E019"),
-        ("RETRY_MAX_DELAY", -1, "mailapi.E019"),
+        ("SWEEP_AFTER_SECONDS", 1.5, "mailapi.E020"),
+        ("MAX_ETA_SECONDS", 0, "mailapi.E021"),
+        ("RETRY_BASE_DELAY", "2", "mailapi.E022"),
+        ("RETRY_MAX_DELAY", -1, "mailapi.E023"),
+        ("API_KEY", 42, "mailapi.E001"),
         ("SPEED", "fast", "mailapi.W001"),
         ("LEASE_SECONDS", 14, "mailapi.W003"),
     ],
@@ -71,6 +76,12 @@ def test_a_lease_shorter_than_a_request_is_w003_with_the_length_to_set(settings)
     assert message.id == "mailapi.W003"
     assert "at least 35" in message.hint
     assert ids(settings, {**BASE, "LEASE_SECONDS": 35, "TIMEOUT": 30.0}) == []
+
+
+def test_every_setting_has_a_check_id_of_its_own():
+    declared = [setting.check_id for setting in SETTINGS.values()]
+    assert len(declared) == len(set(declared)) == len(SETTINGS)
+    assert len({check_id for check_id, _ in summaries()}) == len(summaries())
 
 
 def test_mailers_options_are_checked_too(settings):
