@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from . import signals, sql
 from .conf import DEFAULTS, MailapiSettings, get_settings
-from .dispatch import dispatch
+from .dispatch import TASK_BYTES, dispatch
 from .exceptions import (
     ImproperlyConfigured,
     InvalidMessage,
@@ -31,7 +31,7 @@ from .exceptions import (
     SendError,
     UnsupportedFeature,
 )
-from .message import Attachment, Message
+from .message import Attachment, Message, payload_bytes
 from .models import OutboundEmail, Status
 from .outbox import record_rejected
 from .outbox.batching import batch_size
@@ -370,6 +370,7 @@ class EmailBackend(BaseEmailBackend):
             from_email=payload["from"][:320],
             recipients=", ".join(recipients),
             recipient_count=len(recipients),
+            payload_bytes=payload_bytes(payload),
             subject=payload["subject"],
             next_attempt_at=now,
             created_at=now,
@@ -421,8 +422,9 @@ def task_chunks(
     provider_class: type[Provider],
     conf: MailapiSettings,
 ) -> Iterator[Sequence[tuple[str, Message]]]:
-    """Split (org, payload) pairs into tasks of at most TASK_SIZE emails and TASK_REQUESTS
-    requests, counted as the worker will send them: batches per org, in this order.
+    """Split (org, payload) pairs into tasks of at most TASK_SIZE emails, TASK_REQUESTS
+    requests (counted as the worker will send them: batches per org, in this order) and
+    TASK_BYTES of payload (so a worker never holds more than that in memory for a task).
 
     The first task holds at most FIRST_TASK_SIZE emails and each next one at most twice
     the one before, so a worker starts on the first emails while the rest are written.
@@ -431,17 +433,21 @@ def task_chunks(
     """
     size = batch_size(provider_class, conf)
     judged = provider_class.can_batch is Provider.can_batch
-    start, requests, most = 0, 0, FIRST_TASK_SIZE
+    start, requests, most, total = 0, 0, FIRST_TASK_SIZE, 0
     filled: dict[str, int] = {}  # org -> emails in its batches so far, in this chunk
     for index, (org, payload) in enumerate(parts):
         batched = size > 1 and judged and provider_class.batchable(payload)
         cost = 1 if not batched or filled.get(org, 0) % size == 0 else 0
-        if index > start and (index - start >= most or requests + cost > TASK_REQUESTS):
+        weight = payload_bytes(payload)
+        if index > start and (
+            index - start >= most or requests + cost > TASK_REQUESTS or total + weight > TASK_BYTES
+        ):
             yield parts[start:index]
-            start, requests, filled = index, 0, {}
+            start, requests, filled, total = index, 0, {}, 0
             most = min(2 * most, TASK_SIZE)
             cost = 1
         requests += cost
+        total += weight
         if batched:
             filled[org] = filled.get(org, 0) + 1
     if start < len(parts):

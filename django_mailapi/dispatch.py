@@ -19,16 +19,43 @@ logger = logging.getLogger("django_mailapi")
 
 #: The name of the task that sends emails by id (``tasks.send_emails``).
 SEND_EMAILS = "django_mailapi.send_emails"
-#: Ids per task where what they hold is not looked at (the sweeper, retry_now).
+#: Most ids in one task published by the sweeper or "retry now".
 DISPATCH_SIZE = 100
+#: Most payload bytes one task may hold (bodies and base64 attachments), so a worker's
+#: memory stays bounded: one 40 MB email, or hundreds of ordinary ones. A single email
+#: larger than this still gets a task of its own.
+TASK_BYTES = 50 * 1024 * 1024
 
 
 def _send_task() -> Any:
     return current_app.tasks[SEND_EMAILS]
 
 
-def dispatch(ids: Sequence[int], conf: MailapiSettings, size: int = DISPATCH_SIZE) -> int:
-    """Publish send tasks for ``ids``, ``size`` per task; on broker trouble, leave them queued.
+def chunks(ids: Sequence[int], size: int, weights: Sequence[int] | None = None) -> list[list[int]]:
+    """``ids`` in runs of at most ``size``, and at most TASK_BYTES of ``weights`` each."""
+    runs: list[list[int]] = []
+    run: list[int] = []
+    total = 0
+    for index, pk in enumerate(ids):
+        weight = weights[index] if weights is not None else 0
+        if run and (len(run) >= size or total + weight > TASK_BYTES):
+            runs.append(run)
+            run, total = [], 0
+        run.append(pk)
+        total += weight
+    if run:
+        runs.append(run)
+    return runs
+
+
+def dispatch(
+    ids: Sequence[int],
+    conf: MailapiSettings,
+    size: int = DISPATCH_SIZE,
+    weights: Sequence[int] | None = None,
+) -> int:
+    """Publish send tasks for ``ids``, ``size`` per task (and at most TASK_BYTES of their
+    ``weights``, the rows' payload_bytes); on broker trouble, leave them queued.
 
     Returns how many ids were published. Rows that were not stay ``queued``; the
     sweeper (``mailapi_sweep`` / the beat task) publishes them later.
@@ -46,8 +73,7 @@ def dispatch(ids: Sequence[int], conf: MailapiSettings, size: int = DISPATCH_SIZ
     if conf.QUEUE:
         options["queue"] = conf.QUEUE
     task = _send_task()
-    for start in range(0, len(ids), size):
-        chunk = list(ids[start : start + size])
+    for chunk in chunks(ids, size, weights):
         try:
             task.apply_async(args=[chunk], **options)
         except Exception as exc:  # the broker is down or refused us; the sweeper retries

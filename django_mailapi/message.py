@@ -46,3 +46,10 @@ Message = TypedDict(
         "attachments": list[Attachment],
     },
 )
+
+
+def payload_bytes(message: Message) -> int:
+    """About how many bytes the message takes in memory and on the wire: its bodies and
+    its attachments as base64. What a worker's task is bounded by."""
+    size = len(message.get("html") or "") + len(message.get("text") or "")
+    return size + sum(len(attachment["content"]) for attachment in message["attachments"])

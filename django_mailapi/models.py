@@ -89,6 +89,8 @@ class OutboundEmail(models.Model):
     from_email = models.CharField(max_length=320, blank=True, default="")
     recipients = models.TextField(blank=True, default="", help_text="to, cc and bcc")
     recipient_count = models.PositiveIntegerField(default=0)
+    #: Bodies and base64 attachments, in bytes (message.payload_bytes): bounds a task.
+    payload_bytes = models.PositiveIntegerField(default=0)
     subject = models.TextField(blank=True, default="")
     provider_message_id = models.CharField(max_length=255, blank=True, default="")
     attempts = models.PositiveIntegerField(default=0)

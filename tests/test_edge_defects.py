@@ -12,11 +12,14 @@ from django.core.mail import EmailMessage
 from django.utils import timezone
 
 from django_mailapi import outbox
-from django_mailapi.backend import EmailBackend
+from django_mailapi.backend import EmailBackend, serialize_message, task_chunks
+from django_mailapi.conf import get_settings
+from django_mailapi.dispatch import chunks as dispatch_chunks
 from django_mailapi.exceptions import InvalidMessage, SendError
 from django_mailapi.models import FailedSend, OutboundEmail, Status
 from django_mailapi.outbox import batching
 from django_mailapi.providers.base import MAX_RETRY_AFTER, retry_after
+from django_mailapi.providers.resend import ResendProvider
 from django_mailapi.sandbox import SandboxServer
 
 pytestmark = pytest.mark.django_db
@@ -191,3 +194,29 @@ def test_a_huge_retry_after_neither_parks_the_email_for_decades_nor_breaks_the_w
     assert row.status == Status.QUEUED
     wait = row.next_attempt_at - timezone.now()
     assert dt.timedelta(minutes=59) < wait <= dt.timedelta(seconds=MAX_RETRY_AFTER + 1)
+
+
+def test_a_task_holds_at_most_task_bytes_of_payload_so_a_worker_memory_is_bounded(settings):
+    """A task of 100 emails of 40 MB each was possible: 4 GB in one worker."""
+    settings.MAILAPI = {**settings.MAILAPI, "BATCH_SIZE": 1}
+    big = "x" * (20 * 1024 * 1024)
+    parts = [("acme", serialize_message(message(), "resend")) for _ in range(5)]
+    for _, part in parts[:3]:
+        part["text"] = big  # 20 MB each: two fit in 50 MB, not three
+    sizes = [len(chunk) for chunk in task_chunks(parts, ResendProvider, get_settings())]
+    assert sizes == [2, 3]  # 40 MB, then 20 MB and the two small ones
+
+    weights = [30 * 1024 * 1024, 30 * 1024 * 1024, 10, 10, 60 * 1024 * 1024, 10]
+    assert dispatch_chunks([1, 2, 3, 4, 5, 6], 100, weights) == [[1], [2, 3, 4], [5], [6]]
+    assert dispatch_chunks(list(range(250)), 100) == [
+        list(range(100)),
+        list(range(100, 200)),
+        list(range(200, 250)),
+    ]
+
+
+def test_the_payload_size_is_stored_on_the_row(sandbox):
+    msg = message()
+    msg.attach("a.bin", b"\0" * 3000, "application/octet-stream")
+    (row,) = queue(msg)
+    assert row.payload_bytes == 4000 + len("Body")  # base64 of 3,000 bytes, and the text

@@ -30,25 +30,29 @@ def sweep(now: dt.datetime | None = None, limit: int = 10_000) -> int:
     rows = list(
         OutboundEmail.objects.stranded(now, grace)
         .order_by("next_attempt_at")
-        .values_list("pk", "mailer")[:limit]
+        .values_list("pk", "mailer", "payload_bytes")[:limit]
     )
     if not rows:
         return 0
     # Don't sweep the same rows again until another grace period has passed; a row a
     # worker rescheduled in the meantime keeps its own time.
     OutboundEmail.objects.filter(
-        pk__in=[pk for pk, _ in rows],
+        pk__in=[pk for pk, _, _ in rows],
         status__in=CLAIMABLE,
         next_attempt_at__lte=now - grace,
     ).update(next_attempt_at=now)
     return _dispatch_by_mailer(rows)
 
 
-def _dispatch_by_mailer(rows: Iterable[tuple[int, str]]) -> int:
-    by_mailer: dict[str, list[int]] = defaultdict(list)
-    for pk, mailer in rows:
-        by_mailer[mailer].append(pk)
-    return sum(dispatch(ids, get_settings(mailer)) for mailer, ids in by_mailer.items())
+def _dispatch_by_mailer(rows: Iterable[tuple[int, str, int]]) -> int:
+    """Publish (pk, mailer, payload_bytes) rows, per mailer, in tasks bounded by size."""
+    by_mailer: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for pk, mailer, weight in rows:
+        by_mailer[mailer].append((pk, weight))
+    return sum(
+        dispatch([pk for pk, _ in items], get_settings(mailer), weights=[w for _, w in items])
+        for mailer, items in by_mailer.items()
+    )
 
 
 def retry_now(queryset: QuerySet[OutboundEmail]) -> int:
@@ -69,12 +73,14 @@ def retry_now(queryset: QuerySet[OutboundEmail]) -> int:
             OutboundEmail.objects.using(using)
             .select_for_update()
             .filter(wanted, status__in=RETRYABLE, payload__isnull=False)
-            .values_list("pk", "mailer")
+            .values_list("pk", "mailer", "payload_bytes")
         )
         if not rows:
             return 0
         changed = (
-            OutboundEmail.objects.using(using).filter(pk__in=[pk for pk, _ in rows]).retry_now(now)
+            OutboundEmail.objects.using(using)
+            .filter(pk__in=[pk for pk, _, _ in rows])
+            .retry_now(now)
         )
     transaction.on_commit(lambda: _dispatch_by_mailer(rows), using=using)
     return changed
