@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any, TypeVar
 
-from django.db import models
+from django.db import connections, models
 from django.utils import timezone
 
 from .errors import resolve, suggested_action
@@ -29,7 +30,68 @@ RETRYABLE = (Status.FAILED, Status.DEFERRED, Status.QUEUED)
 UNSETTLED = (Status.QUEUED, Status.DEFERRED, Status.SENDING, Status.FAILED)
 
 
-class OutboundEmailQuerySet(models.QuerySet["OutboundEmail"]):
+_M = TypeVar("_M", bound=models.Model)
+
+
+class BrowsableQuerySet(models.QuerySet[_M]):
+    """Questions the admin asks of a table of millions of rows, answered cheaply."""
+
+    def distinct_values(self, field: str, limit: int) -> list[str]:
+        """Up to ``limit`` distinct non-empty values of ``field``, in order.
+
+        On PostgreSQL this is a "loose index scan": a recursive query that asks the
+        field's index for the next value greater than the last one found, so it reads
+        one index entry per distinct value instead of every row (PostgreSQL has no skip
+        scan of its own before version 18). Elsewhere it is a DISTINCT with a LIMIT.
+        Only the queryset's table and database are used, not its filters.
+        """
+        connection = connections[self.db]
+        if connection.vendor != "postgresql":
+            values = (
+                self.model._default_manager.using(self.db)
+                .exclude(**{field: ""})
+                .order_by(field)
+                .values_list(field, flat=True)
+                .distinct()[:limit]
+            )
+            return [str(v) for v in values]
+        concrete = self.model._meta.get_field(field)
+        if not isinstance(concrete, models.Field) or not concrete.column:
+            raise TypeError(f"{self.model.__name__}.{field} is not a column")
+        quote = connection.ops.quote_name
+        table = quote(self.model._meta.db_table)
+        column = quote(concrete.column)
+        # Only identifiers from the model's own metadata are interpolated; the limit is a
+        # parameter. Both steps say "> ''" so that a partial index WHERE column > '' (as
+        # last_error_code has) can serve them.
+        sql = (
+            f"WITH RECURSIVE found(value) AS ("  # noqa: S608
+            f" (SELECT {column} FROM {table} WHERE {column} > '' ORDER BY {column} LIMIT 1)"
+            f" UNION ALL"
+            f" SELECT (SELECT {column} FROM {table} WHERE {column} > found.value"
+            f" AND {column} > '' ORDER BY {column} LIMIT 1) FROM found"
+            f" WHERE found.value IS NOT NULL"
+            f") SELECT value FROM found WHERE value IS NOT NULL LIMIT %s"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [limit])
+            return [str(row[0]) for row in cursor.fetchall()]
+
+    def estimated_count(self) -> int | None:
+        """The database's estimate of the table's row count (PostgreSQL), else None."""
+        connection = connections[self.db]
+        if connection.vendor != "postgresql":
+            return None
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                [self.model._meta.db_table],
+            )
+            row: Any = cursor.fetchone()
+        return int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
+
+
+class OutboundEmailQuerySet(BrowsableQuerySet["OutboundEmail"]):
     """The outbox's states, named. Every method that changes rows carries its
     precondition in its own UPDATE, so a row that moved on in between is left alone."""
 
@@ -161,7 +223,7 @@ class OutboundEmail(models.Model):
         return suggested_action(self.error_source, self.last_error_code, self.last_error_status)
 
 
-class FailedSendQuerySet(models.QuerySet["FailedSend"]):
+class FailedSendQuerySet(BrowsableQuerySet["FailedSend"]):
     def for_org(self, org: str) -> FailedSendQuerySet:
         return self.filter(org=org)
 
@@ -238,6 +300,8 @@ class UsageCounter(models.Model):
     period_start = models.DateField()
     units_sent = models.PositiveBigIntegerField(default=0)
     units_failed = models.PositiveBigIntegerField(default=0)
+
+    objects = BrowsableQuerySet["UsageCounter"].as_manager()
 
     class Meta:
         verbose_name = "usage counter"

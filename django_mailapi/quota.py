@@ -80,8 +80,15 @@ class Limits:
     paused: bool
 
 
-def _effective(value: int | None, default: int | None) -> int | None:
-    return value if value is not None else default
+def limits_of(row: OrgQuota | None, conf: MailapiSettings = mailapi_settings) -> Limits:
+    """The limits an org's OrgQuota row gives it (None: the org has no row)."""
+    if row is None:
+        return Limits(conf.DAILY_LIMIT, conf.MONTHLY_LIMIT, False)
+    return Limits(
+        conf.DAILY_LIMIT if row.daily_limit is None else row.daily_limit,
+        conf.MONTHLY_LIMIT if row.monthly_limit is None else row.monthly_limit,
+        row.paused,
+    )
 
 
 def limits_for(
@@ -89,13 +96,8 @@ def limits_for(
 ) -> Limits:
     """``using`` reads from that database (a reservation reads where it writes)."""
     rows = OrgQuota.objects.using(using) if using else OrgQuota.objects.all()
-    row = rows.filter(org=org).values("daily_limit", "monthly_limit", "paused").first()
-    if row is None:
-        return Limits(conf.DAILY_LIMIT, conf.MONTHLY_LIMIT, False)
-    return Limits(
-        _effective(row["daily_limit"], conf.DAILY_LIMIT),
-        _effective(row["monthly_limit"], conf.MONTHLY_LIMIT),
-        row["paused"],
+    return limits_of(
+        rows.filter(org=org).only("daily_limit", "monthly_limit", "paused").first(), conf
     )
 
 
@@ -104,16 +106,8 @@ def limits_for_orgs(
 ) -> dict[str, Limits]:
     """``limits_for`` of many orgs in one query."""
     wanted = set(orgs)
-    found = {
-        q.org: Limits(
-            _effective(q.daily_limit, conf.DAILY_LIMIT),
-            _effective(q.monthly_limit, conf.MONTHLY_LIMIT),
-            q.paused,
-        )
-        for q in OrgQuota.objects.filter(org__in=wanted)
-    }
-    default = Limits(conf.DAILY_LIMIT, conf.MONTHLY_LIMIT, False)
-    return {org: found.get(org, default) for org in wanted}
+    rows = {q.org: q for q in OrgQuota.objects.filter(org__in=wanted)}
+    return {org: limits_of(rows.get(org), conf) for org in wanted}
 
 
 # --- reserve and release -------------------------------------------------------------------

@@ -1,7 +1,4 @@
-"""Admin for quotas: org limits with today's and this month's usage, counters, usage chart.
-
-Imported by ``admin.py``, which registers the other models.
-"""
+"""Admin for quotas: org limits with today's and this month's usage, counters, usage chart."""
 
 from __future__ import annotations
 
@@ -12,40 +9,34 @@ from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
-from . import quota, usage_chart
-from .conf import get_settings
-from .models import OrgQuota, UsageCounter
+from .. import quota
+from ..conf import get_settings
+from ..models import OrgQuota, UsageCounter
+from . import chart
+from .base import ModelAdmin, ReadOnlyAdmin
 
 #: Orgs drawn at once on the chart; the busiest win, the rest are a ``?org=`` away.
 CHART_MAX_ORGS = 12
 CHART_DAYS = 30
 
 
-def usage_bar(used: int, limit: int | None) -> str:
-    """A small horizontal bar with the numbers, in plain HTML and inline CSS."""
-    if limit is None:
-        return format_html(
-            '<span class="mailapi-usage" title="no limit">{} / unlimited</span>', used
+def usage_bar(used: int, limit: int | None) -> SafeString:
+    """A small horizontal bar with the numbers: green, then amber from 80%, red at 100%."""
+    context: dict[str, Any] = {"used": used, "limit": limit}
+    if limit is not None:
+        share = 100.0 if limit == 0 else min(100.0, used * 100.0 / limit)
+        context.update(
+            percent=f"{share:.0f}",
+            width=f"{share:.1f}",
+            level="ok" if share < 80 else "near" if share < 100 else "full",
         )
-    share = 100.0 if limit == 0 else min(100.0, used * 100.0 / limit)
-    colour = "#2e7d32" if share < 80 else "#f9a825" if share < 100 else "#c62828"
-    return format_html(
-        '<div class="mailapi-usage" title="{}% of {}" style="display:flex;align-items:center;'
-        'gap:.5em"><div style="width:8em;height:.7em;background:#e0e0e0;border-radius:2px">'
-        '<div class="mailapi-bar" style="width:{}%;height:100%;background:{};'
-        'border-radius:2px"></div></div><span>{} / {}</span></div>',
-        f"{share:.0f}",
-        limit,
-        f"{share:.1f}",
-        colour,
-        used,
-        limit,
-    )
+    return SafeString(render_to_string("admin/django_mailapi/orgquota/usage_bar.html", context))
 
 
 class OrgQuotaChangeList(ChangeList):
@@ -60,7 +51,7 @@ class OrgQuotaChangeList(ChangeList):
 
 
 @admin.register(OrgQuota)
-class OrgQuotaAdmin(admin.ModelAdmin):
+class OrgQuotaAdmin(ModelAdmin):
     list_display = ("org", "daily", "monthly", "paused", "today", "this_month")
     list_filter = ("paused",)
     search_fields = ("org",)
@@ -83,26 +74,24 @@ class OrgQuotaAdmin(admin.ModelAdmin):
         return quota.limit_label(obj.monthly_limit, get_settings().MONTHLY_LIMIT)
 
     def _used(self, obj: OrgQuota) -> dict[str, int]:
-        found = getattr(obj, "mailapi_usage", None)
+        found: dict[str, int] | None = getattr(obj, "mailapi_usage", None)
         return found if found is not None else quota.usage(obj.org)
 
     @admin.display(description="today (UTC)")
-    def today(self, obj: OrgQuota) -> str:
-        limit = quota._effective(obj.daily_limit, get_settings().DAILY_LIMIT)
-        return usage_bar(self._used(obj)["day"], limit)
+    def today(self, obj: OrgQuota) -> SafeString:
+        return usage_bar(self._used(obj)["day"], quota.limits_of(obj).daily)
 
     @admin.display(description="this month (UTC)")
-    def this_month(self, obj: OrgQuota) -> str:
-        limit = quota._effective(obj.monthly_limit, get_settings().MONTHLY_LIMIT)
-        return usage_bar(self._used(obj)["month"], limit)
+    def this_month(self, obj: OrgQuota) -> SafeString:
+        return usage_bar(self._used(obj)["month"], quota.limits_of(obj).monthly)
 
     def get_urls(self) -> list[URLPattern]:
-        chart = path(
+        usage_chart = path(
             "usage-chart/",
             self.admin_site.admin_view(self.usage_chart_view),
             name="django_mailapi_orgquota_usage_chart",
         )
-        return [chart, *super().get_urls()]
+        return [usage_chart, *super().get_urls()]
 
     def usage_chart_view(self, request: HttpRequest) -> HttpResponse:
         """The last 30 UTC days per org against its daily limit; ``?org=`` picks one org."""
@@ -115,14 +104,14 @@ class OrgQuotaAdmin(admin.ModelAdmin):
         orgs = [org] if org else sorted(sent, key=lambda o: (-sum(sent[o].values()), o))
         shown, hidden = orgs[:CHART_MAX_ORGS], orgs[CHART_MAX_ORGS:]
         limits = quota.limits_for_orgs(shown)
-        series = usage_chart.build_series(
+        series = chart.build_series(
             days, {o: sent.get(o, {}) for o in shown}, {o: limits[o].daily for o in shown}
         )
         context = {
             **self.admin_site.each_context(request),
             "title": "Usage chart",
             "opts": self.model._meta,
-            "svg": usage_chart.render(days, series),
+            "chart": chart.layout(days, series),
             "series": series,
             "hidden": hidden,
             "org": org,
@@ -133,19 +122,12 @@ class OrgQuotaAdmin(admin.ModelAdmin):
 
 
 @admin.register(UsageCounter)
-class UsageCounterAdmin(admin.ModelAdmin):
+class UsageCounterAdmin(ReadOnlyAdmin):
     """Counters are written by workers only: this admin shows them and changes nothing."""
 
     list_display = ("org", "period", "period_start", "units_sent", "units_failed")
     list_filter = ("period", "org")
     search_fields = ("org",)
     date_hierarchy = "period_start"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    list_per_page = 100
+    fields = ("org", "period", "period_start", "units_sent", "units_failed")

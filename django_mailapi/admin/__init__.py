@@ -1,0 +1,16 @@
+"""The "Mail API" admin, one module per model family.
+
+- :mod:`.outbox`: outbound emails, with their failed attempts and message;
+- :mod:`.failures`: failed sends and the error reference page;
+- :mod:`.quota`: org quotas with usage bars, the usage chart, usage counters.
+
+:mod:`.base` holds what they share: the read-only base admin, bounded filters and
+counts. Importing the package registers every admin with the default site.
+"""
+
+from __future__ import annotations
+
+from . import failures, outbox, quota
+from .base import BoundedCountPaginator, ReadOnlyAdmin
+
+__all__ = ["BoundedCountPaginator", "ReadOnlyAdmin", "failures", "outbox", "quota"]

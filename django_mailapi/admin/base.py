@@ -1,0 +1,155 @@
+"""What every "Mail API" admin page shares: a read-only base, cheap filters and counts.
+
+Everything here is read-only. A row moves only through the outbox's state machine
+(the "retry now" and "cancel" actions call :mod:`django_mailapi.outbox`); a model form
+save would write the page's stale copy of every field over whatever a worker recorded
+in the meantime.
+
+The outbox can hold millions of rows, so no changelist asks the database for an
+unbounded ``SELECT DISTINCT`` (filters ask the model's ``distinct_values``) or an exact
+``COUNT(*)`` of a large table (see :class:`BoundedCountPaginator`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.text import Truncator
+
+from ..models import BrowsableQuerySet
+from ..text import plural
+
+if TYPE_CHECKING:
+    ModelAdmin = admin.ModelAdmin[Any]
+else:
+    ModelAdmin = admin.ModelAdmin
+
+#: How many values an org / provider / code filter offers at most.
+FILTER_CHOICES_LIMIT = 100
+#: Count rows exactly up to this many; past it, estimate (see BoundedCountPaginator).
+COUNT_LIMIT = 10_000
+
+
+def truncated(text: str, length: int) -> str:
+    """``text`` cut to ``length`` characters, the full text on hover."""
+    if len(text) <= length:
+        return text
+    return format_html('<span title="{}">{}</span>', text, Truncator(text).chars(length))
+
+
+def http_status_label(status: int | None) -> str:
+    return "local" if status is None else str(status)
+
+
+class BoundedCountPaginator(Paginator):
+    """A paginator that never counts more than ``count_limit`` rows.
+
+    Up to the limit the count is exact. Past it, an unfiltered list shows the
+    database's estimate of the table's size where it has one (PostgreSQL), and
+    anything else stops at the limit (narrow the filters to page further back).
+    """
+
+    count_limit = COUNT_LIMIT
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if not isinstance(queryset, QuerySet):
+            return len(queryset)
+        bounded = queryset.order_by()[: self.count_limit + 1].count()
+        if bounded <= self.count_limit:
+            return bounded
+        if not queryset.query.where and isinstance(queryset, BrowsableQuerySet):
+            estimate = queryset.estimated_count()
+            if estimate is not None and estimate > self.count_limit:
+                return estimate
+        return self.count_limit
+
+
+class ValuesFilter(admin.SimpleListFilter):
+    """Filter on a text field, offering the values actually present (bounded)."""
+
+    field = ""
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        values: list[str] = model_admin.model.objects.distinct_values(
+            self.field, FILTER_CHOICES_LIMIT
+        )
+        current = self.value()
+        if current and current not in values:
+            values.append(current)  # keep a value chosen from a link selectable
+        return [(value, value) for value in values]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(**{self.field: value}) if value else queryset
+
+
+class OrgFilter(ValuesFilter):
+    title = "org"
+    parameter_name = field = "org"
+
+
+class ProviderFilter(ValuesFilter):
+    title = "provider"
+    parameter_name = field = "provider"
+
+
+class LeanChangeList(ChangeList):
+    """A changelist that leaves out the fields its admin's ``list_defer`` names."""
+
+    def get_queryset(self, request: HttpRequest, *args: Any) -> QuerySet[Any]:
+        # *args: Django 5.0 added exclude_parameters; 4.2 has none.
+        queryset = super().get_queryset(request, *args)
+        deferred = getattr(self.model_admin, "list_defer", ())
+        return queryset.defer(*deferred) if deferred else queryset
+
+
+class ReadOnlyAdmin(ModelAdmin):
+    """No add, no delete, no form saves: a row changes only through its actions."""
+
+    paginator = BoundedCountPaginator
+    show_full_result_count = False
+    list_per_page = 50
+    #: Fields the changelist does not load (large ones it never shows).
+    list_defer: tuple[str, ...] = ()
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return LeanChangeList
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        declared = [
+            f for fieldset in self.get_fieldsets(request, obj) for f in fieldset[1]["fields"]
+        ]
+        return list(dict.fromkeys([*declared, *super().get_readonly_fields(request, obj)]))
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        """Re-queuing changes emails, so it takes the permission to change them."""
+        return request.user.has_perm("django_mailapi.change_outboundemail")
+
+    def report_retry(self, request: HttpRequest, done: int, selected: int) -> None:
+        """Say how many of the ``selected`` emails a retry action re-queued."""
+        self.message_user(request, f"Re-queued {plural(done, 'email')}.", messages.SUCCESS)
+        if done < selected:
+            self.message_user(
+                request,
+                f"{plural(selected - done, 'email')} left alone: only failed, deferred or "
+                "queued emails that still have their message can be retried.",
+                messages.WARNING,
+            )

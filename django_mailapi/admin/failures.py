@@ -1,0 +1,175 @@
+"""Admin for failed sends, one row per failed attempt, and the error reference page."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet, Subquery
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+
+from .. import errors, outbox
+from ..models import FailedSend, OutboundEmail
+from .base import (
+    OrgFilter,
+    ProviderFilter,
+    ReadOnlyAdmin,
+    ValuesFilter,
+    http_status_label,
+    truncated,
+)
+
+
+class ErrorCodeFilter(ValuesFilter):
+    title = "error code"
+    parameter_name = field = "error_code"
+
+
+class HttpStatusFilter(admin.SimpleListFilter):
+    """Statuses the catalogs document, and "local" for errors with no HTTP answer."""
+
+    title = "HTTP status"
+    parameter_name = "http_status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        statuses = sorted({e.http_status for e in errors.all_entries() if e.http_status})
+        return [("local", "local (no HTTP answer)")] + [(str(s), str(s)) for s in statuses]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value == "local":
+            return queryset.filter(http_status=None)
+        if value and value.isdigit():
+            return queryset.filter(http_status=int(value))
+        return queryset
+
+
+@admin.register(FailedSend)
+class FailedSendAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at",
+        "error_code",
+        "http_status_display",
+        "message_short",
+        "suggested_action_short",
+        "will_retry",
+        "email_link",
+        "org",
+        "provider",
+    )
+    list_display_links = ("created_at",)
+    list_filter = (
+        ErrorCodeFilter,
+        ProviderFilter,
+        OrgFilter,
+        HttpStatusFilter,
+        "will_retry",
+    )
+    search_fields = ("email__recipients", "email__subject", "error_code")
+    actions = ("retry_emails",)
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "email_link",
+                    "org",
+                    "provider",
+                    "source",
+                    "attempt",
+                    "created_at",
+                    "error_code",
+                    "http_status_display",
+                    "message",
+                    "suggested_action",
+                    "retry_class",
+                    "will_retry",
+                    "request_id",
+                    "details_json",
+                )
+            },
+        ),
+    )
+
+    @admin.display(description="HTTP status", ordering="http_status")
+    def http_status_display(self, obj: FailedSend) -> str:
+        return http_status_label(obj.http_status)
+
+    @admin.display(description="message")
+    def message_short(self, obj: FailedSend) -> str:
+        return truncated(obj.message, 60)
+
+    @admin.display(description="suggested action")
+    def suggested_action_short(self, obj: FailedSend) -> str:
+        return truncated(obj.suggested_action, 80)
+
+    @admin.display(description="suggested action")
+    def suggested_action(self, obj: FailedSend) -> str:
+        return obj.suggested_action
+
+    @admin.display(description="retry class")
+    def retry_class(self, obj: FailedSend) -> str:
+        return obj.retry_class
+
+    @admin.display(description="email", ordering="email")
+    def email_link(self, obj: FailedSend) -> str:
+        url = reverse("admin:django_mailapi_outboundemail_change", args=[obj.email_id])
+        return format_html('<a href="{}">#{}</a>', url, obj.email_id)
+
+    @admin.display(description="details")
+    def details_json(self, obj: FailedSend) -> str:
+        if obj.details in (None, {}, []):
+            return "-"
+        return format_html("<pre>{}</pre>", json.dumps(obj.details, indent=2, sort_keys=True))
+
+    @admin.action(description="Retry these emails now", permissions=("retry",))
+    def retry_emails(self, request: HttpRequest, queryset: QuerySet[FailedSend]) -> None:
+        emails = OutboundEmail.objects.filter(
+            pk__in=Subquery(queryset.order_by().values("email_id"))
+        )
+        self.report_retry(request, outbox.retry_now(emails), emails.count())
+
+    # The error reference lives here because it explains what this list shows.
+    def get_urls(self) -> list[URLPattern]:
+        reference = path(
+            "errors/",
+            self.admin_site.admin_view(self.error_reference_view),
+            name="django_mailapi_error_reference",
+        )
+        return [reference, *super().get_urls()]
+
+    def error_reference_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Error reference",
+            "opts": self.model._meta,
+            "catalogs": list(reference_catalogs()),
+        }
+        return TemplateResponse(request, "admin/django_mailapi/error_reference.html", context)
+
+
+def reference_catalogs() -> Iterator[dict[str, Any]]:
+    """Every catalog, in the order ``errors.CATALOGS`` lists them, ready to render."""
+    for provider, catalog in errors.CATALOGS.items():
+        yield {
+            "provider": provider,
+            "entries": [
+                {
+                    "code": entry.code,
+                    "http_status": http_status_label(entry.http_status),
+                    "message": entry.message,
+                    "action": entry.action,
+                    "retry": entry.retry.value,
+                    "docs_url": entry.docs_url,
+                }
+                for entry in catalog
+            ],
+        }

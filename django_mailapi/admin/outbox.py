@@ -1,0 +1,201 @@
+"""Admin for the outbox: one row per email, with its failed attempts and its message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.loader import render_to_string
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
+
+from .. import outbox
+from ..models import FailedSend, OutboundEmail
+from ..text import plural
+from .base import (
+    OrgFilter,
+    ProviderFilter,
+    ReadOnlyAdmin,
+    ValuesFilter,
+    http_status_label,
+    truncated,
+)
+
+#: Parts of the payload shown as lists of addresses.
+ADDRESS_PARTS = ("from", "to", "cc", "bcc", "reply_to")
+#: Longest body shown on the change page; the rest is cut.
+BODY_PREVIEW_CHARS = 20_000
+
+
+class LastErrorCodeFilter(ValuesFilter):
+    title = "last error code"
+    parameter_name = field = "last_error_code"
+
+
+@admin.register(OutboundEmail)
+class OutboundEmailAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "status",
+        "org",
+        "recipients_short",
+        "subject_short",
+        "last_error_code",
+        "suggested_action_short",
+        "attempts",
+        "created_at",
+    )
+    list_display_links = ("id", "subject_short")
+    list_filter = ("status", OrgFilter, ProviderFilter, LastErrorCodeFilter)
+    list_defer = ("payload",)
+    search_fields = ("recipients", "subject")
+    actions = ("retry_now", "cancel")
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "status",
+                    "org",
+                    "provider",
+                    "mailer",
+                    "from_email",
+                    "recipients",
+                    "subject",
+                    "attempts",
+                    "next_attempt_at",
+                    "created_at",
+                    "updated_at",
+                    "sent_at",
+                    "provider_message_id",
+                )
+            },
+        ),
+        (
+            "Last error",
+            {"fields": ("last_error_code", "last_error_status_label", "suggested_action")},
+        ),
+        ("Attempts that failed", {"fields": ("failures_table",)}),
+        ("Message", {"fields": ("payload_summary",)}),
+        (
+            "Bookkeeping",
+            {
+                "classes": ("collapse",),
+                "fields": (
+                    "idempotency_key",
+                    "recipient_count",
+                    "quota_units",
+                    "quota_day",
+                    "leased_until",
+                ),
+            },
+        ),
+    )
+
+    @admin.display(description="recipients", ordering="recipients")
+    def recipients_short(self, obj: OutboundEmail) -> str:
+        return truncated(obj.recipients, 40)
+
+    @admin.display(description="subject", ordering="subject")
+    def subject_short(self, obj: OutboundEmail) -> str:
+        return truncated(obj.subject, 50) or "(no subject)"
+
+    @admin.display(description="suggested action")
+    def suggested_action_short(self, obj: OutboundEmail) -> str:
+        return truncated(obj.suggested_action, 60)
+
+    @admin.display(description="suggested action")
+    def suggested_action(self, obj: OutboundEmail) -> str:
+        return obj.suggested_action or "-"
+
+    @admin.display(description="last error HTTP status")
+    def last_error_status_label(self, obj: OutboundEmail) -> str:
+        return http_status_label(obj.last_error_status) if obj.last_error_code else "-"
+
+    @admin.display(description="failed attempts")
+    def failures_table(self, obj: OutboundEmail) -> SafeString:
+        failures = obj.failures.order_by("attempt", "created_at", "id")
+        return SafeString(
+            render_to_string(
+                "admin/django_mailapi/failures_table.html",
+                {"failures": [failure_row(f) for f in failures]},
+            )
+        )
+
+    @admin.display(description="payload")
+    def payload_summary(self, obj: OutboundEmail) -> SafeString:
+        return SafeString(
+            render_to_string(
+                "admin/django_mailapi/payload.html", {"payload": payload_view(obj.payload)}
+            )
+        )
+
+    @admin.action(description="Retry now", permissions=("retry",))
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[OutboundEmail]) -> None:
+        self.report_retry(request, outbox.retry_now(queryset), queryset.count())
+
+    @admin.action(description="Cancel", permissions=("retry",))
+    def cancel(self, request: HttpRequest, queryset: QuerySet[OutboundEmail]) -> None:
+        selected = queryset.count()
+        done = outbox.cancel(queryset)
+        self.message_user(request, f"Cancelled {plural(done, 'email')}.", messages.SUCCESS)
+        if done < selected:
+            self.message_user(
+                request,
+                f"{plural(selected - done, 'email')} left alone: only queued, deferred or "
+                "failed emails can be cancelled.",
+                messages.WARNING,
+            )
+
+
+def failure_row(failure: FailedSend) -> dict[str, Any]:
+    return {
+        "attempt": failure.attempt,
+        "created_at": failure.created_at,
+        "error_code": failure.error_code,
+        "http_status": http_status_label(failure.http_status),
+        "message": failure.message,
+        "suggested_action": failure.suggested_action,
+        "will_retry": failure.will_retry,
+        "request_id": failure.request_id,
+    }
+
+
+def payload_view(payload: Any) -> dict[str, Any] | None:
+    """What the change page shows of a payload: attachments summarized, never their content."""
+    if not isinstance(payload, dict):
+        return None
+
+    def body(value: Any) -> str | None:
+        if not isinstance(value, str):
+            return None
+        return Truncator(value).chars(BODY_PREVIEW_CHARS)
+
+    addresses = []
+    for part in ADDRESS_PARTS:
+        value = payload.get(part)
+        if isinstance(value, str):
+            value = [value]
+        if value:
+            addresses.append((part.replace("_", "-"), ", ".join(str(v) for v in value)))
+    attachments = [
+        {
+            "filename": a.get("filename") or "(no name)",
+            "content_type": a.get("content_type", ""),
+            "size": a.get("size", len(a.get("content") or "") * 3 // 4),
+            "content_id": a.get("content_id") or "",
+        }
+        for a in payload.get("attachments") or []
+        if isinstance(a, dict)
+    ]
+    headers = payload.get("headers") or {}
+    return {
+        "addresses": addresses,
+        "subject": payload.get("subject", ""),
+        "headers": sorted(headers.items()) if isinstance(headers, dict) else [],
+        "text": body(payload.get("text")),
+        "html": body(payload.get("html")),
+        "attachments": attachments,
+    }
