@@ -117,7 +117,7 @@ def test_usage_with_nothing_to_show():
 
 def test_usage_refuses_a_malformed_date():
     with pytest.raises(
-        CommandError, match=r"^--date must be a day written YYYY-MM-DD, not '17/05'"
+        CommandError, match=r"^--date must be a date written YYYY-MM-DD, not '17/05'"
     ):
         run("mailapi_usage", "--date", "17/05")
 

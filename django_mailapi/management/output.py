@@ -1,8 +1,8 @@
-"""What the management commands share: argument checks and table / JSON rendering.
+"""Tables and JSON for the management commands.
 
 Output is exact and stable so that scripts and tests can rely on it: tables are
-plain text with two spaces between columns; JSON is a list of objects, indented,
-with keys in the order each command documents.
+plain text with two spaces between columns and a dashed rule under the headers;
+JSON is a list of objects, indented, with keys in the order each command documents.
 """
 
 from __future__ import annotations
@@ -13,19 +13,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.management.base import CommandError
-
-FORMATS = ("table", "json")
 ELLIPSIS = "…"
 
 
 @dataclass(frozen=True)
 class Column:
-    """One table column: the row key it shows, its header, and a maximum width."""
+    """One table column: the row key it shows, its header, a maximum width, alignment."""
 
     key: str
     header: str
     max_width: int | None = None
+    #: Right-align the values (numbers).
+    right: bool = False
 
 
 def cell(value: Any) -> str:
@@ -52,7 +51,11 @@ def render_table(columns: Sequence[Column], rows: Iterable[Mapping[str, Any]]) -
         widths = [max(w, len(value)) for w, value in zip(widths, line, strict=True)]
 
     def join(values: Sequence[str]) -> str:
-        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+        padded = (
+            value.rjust(width) if column.right else value.ljust(width)
+            for value, width, column in zip(values, widths, columns, strict=True)
+        )
+        return "  ".join(padded).rstrip()
 
     lines = [join([c.header for c in columns]), join(["-" * w for w in widths])]
     lines.extend(join(line) for line in body)
@@ -69,34 +72,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, dt.date):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def check_format(value: str) -> str:
-    if value not in FORMATS:
-        raise CommandError(f"Unknown format {value!r}: use one of {', '.join(FORMATS)}.")
-    return value
-
-
-def check_choice(value: str | None, choices: Sequence[str], option: str) -> str | None:
-    if value is not None and value not in choices:
-        raise CommandError(f"Unknown {option} {value!r}: use one of {', '.join(choices)}.")
-    return value
-
-
-def parse_date(value: str | None, option: str) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise CommandError(f"{option} must be a date written YYYY-MM-DD, not {value!r}.") from None
-
-
-def parse_positive_int(value: str, option: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise CommandError(f"{option} must be a whole number of 1 or more, not {value!r}.")
-    return number

@@ -5,16 +5,9 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand
-
 from django_mailapi import errors
-from django_mailapi.management.output import (
-    Column,
-    check_choice,
-    check_format,
-    render_json,
-    render_table,
-)
+from django_mailapi.management.arguments import MailapiCommand, add_format_argument, choice
+from django_mailapi.management.output import Column, render_json, render_table
 
 #: Keys of ``--format json``, in this order.
 JSON_KEYS = ("provider", "code", "http_status", "message", "suggested_action", "retry")
@@ -56,14 +49,18 @@ def render(rows: list[dict[str, Any]], fmt: str) -> str:
     return render_table(COLUMNS, table_rows)
 
 
-class Command(BaseCommand):
+class Command(MailapiCommand):
     help = "Print the error catalogs: code, HTTP status, retry class and suggested action."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("--provider", help=f"only this catalog ({', '.join(errors.CATALOGS)})")
-        parser.add_argument("--format", default="table", help="table (default) or json")
+        providers = list(errors.CATALOGS)
+        parser.add_argument(
+            "--provider",
+            type=choice("provider", providers),
+            choices=providers,
+            help="only this catalog",
+        )
+        add_format_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        fmt = check_format(options["format"])
-        provider = check_choice(options["provider"], list(errors.CATALOGS), "provider")
-        self.stdout.write(render(catalog_rows(provider), fmt))
+        self.stdout.write(render(catalog_rows(options["provider"]), options["format"]))

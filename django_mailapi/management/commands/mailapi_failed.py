@@ -7,17 +7,14 @@ from argparse import ArgumentParser
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.management.base import BaseCommand
-
-from django_mailapi.management.output import (
-    Column,
-    check_choice,
-    check_format,
-    parse_date,
-    parse_positive_int,
-    render_json,
-    render_table,
+from django_mailapi.management.arguments import (
+    MailapiCommand,
+    add_format_argument,
+    choice,
+    date,
+    positive_int,
 )
+from django_mailapi.management.output import Column, render_json, render_table
 from django_mailapi.models import FailedSend, Status
 
 DEFAULT_LIMIT = 50
@@ -110,7 +107,7 @@ def render(rows: list[dict[str, Any]], fmt: str) -> str:
     return render_table(COLUMNS, table_rows)
 
 
-class Command(BaseCommand):
+class Command(MailapiCommand):
     help = "List failed sends, newest first, with their error code and suggested action."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -118,22 +115,28 @@ class Command(BaseCommand):
         parser.add_argument("--code", help="only this error code")
         parser.add_argument(
             "--status",
-            metavar="{" + ",".join(Status.values) + "}",
+            type=choice("--status", Status.values),
+            choices=Status.values,
             help="only failures of emails now in this status",
         )
-        parser.add_argument("--since", metavar="YYYY-MM-DD", help="only from this UTC day on")
         parser.add_argument(
-            "--limit", default=str(DEFAULT_LIMIT), help=f"at most N rows (default {DEFAULT_LIMIT})"
+            "--since", type=date("--since"), metavar="YYYY-MM-DD", help="only from this UTC day on"
         )
-        parser.add_argument("--format", default="table", help="table (default) or json")
+        parser.add_argument(
+            "--limit",
+            type=positive_int("--limit"),
+            default=DEFAULT_LIMIT,
+            metavar="N",
+            help=f"at most N rows (default {DEFAULT_LIMIT})",
+        )
+        add_format_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        fmt = check_format(options["format"])
         query = FailedQuery(
             org=options["org"],
             code=options["code"],
-            status=check_choice(options["status"], Status.values, "--status"),
-            since=parse_date(options["since"], "--since"),
-            limit=parse_positive_int(str(options["limit"]), "--limit"),
+            status=options["status"],
+            since=options["since"],
+            limit=options["limit"],
         )
-        self.stdout.write(render(query.rows(), fmt))
+        self.stdout.write(render(query.rows(), options["format"]))

@@ -8,12 +8,11 @@ from __future__ import annotations
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
-
+from django_mailapi.management.arguments import MailapiCommand, non_negative_int
 from django_mailapi.purge import purge
 
 
-class Command(BaseCommand):
+class Command(MailapiCommand):
     help = (
         "Delete sent and cancelled emails (with their failed sends), failed sends of "
         "settled emails, and usage counters of periods that ended, all older than DAYS. "
@@ -21,20 +20,19 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("--older-than", required=True, metavar="DAYS", dest="older_than")
+        parser.add_argument(
+            "--older-than",
+            type=non_negative_int("--older-than", "days"),
+            required=True,
+            metavar="DAYS",
+            dest="older_than",
+        )
         parser.add_argument(
             "--dry-run", action="store_true", help="print the counts, delete nothing"
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        text = options["older_than"]
-        try:
-            days = int(text)
-        except (TypeError, ValueError):
-            days = -1
-        if days < 0:
-            raise CommandError(f"--older-than must be a non-negative number of days, not {text!r}.")
-        counts = purge(days, dry_run=options["dry_run"])
+        counts = purge(options["older_than"], dry_run=options["dry_run"])
         verb = "would be deleted" if options["dry_run"] else "deleted"
         self.stdout.write(f"emails: {counts.emails} {verb}")
         self.stdout.write(f"failed sends: {counts.failed_sends} {verb}")

@@ -7,12 +7,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db.models import QuerySet
 
 from django_mailapi import outbox
-from django_mailapi.management.output import Column, parse_positive_int, render_table
+from django_mailapi.management.arguments import MailapiCommand, positive_int
+from django_mailapi.management.output import Column, render_table
 from django_mailapi.models import OutboundEmail, Status
+from django_mailapi.text import plural
 
 #: Statuses this command re-queues.
 SELECTABLE = (Status.FAILED, Status.DEFERRED)
@@ -109,18 +111,16 @@ def progress_bar(done: int, total: int, width: int = 30) -> str:
     return f"\r[{'#' * filled}{' ' * (width - filled)}] {done}/{total}"
 
 
-def plural(count: int) -> str:
-    return f"{count} email{'' if count == 1 else 's'}"
-
-
-class Command(BaseCommand):
+class Command(MailapiCommand):
     help = (
         "Re-queue failed or deferred emails and dispatch them now. Select them by ID, "
         "--org and/or --code, or all of them with --all-failed."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("ids", nargs="*", metavar="ID", help="email IDs")
+        parser.add_argument(
+            "ids", nargs="*", type=positive_int("An email ID"), metavar="ID", help="email IDs"
+        )
         parser.add_argument("--org", help="emails of this org")
         parser.add_argument("--code", help="emails whose last error has this code")
         parser.add_argument(
@@ -132,7 +132,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         selection = Selection(
-            ids=tuple(parse_positive_int(str(i), "An email ID") for i in options["ids"]),
+            ids=tuple(options["ids"]),
             org=options["org"],
             code=options["code"],
             all_failed=options["all_failed"],
@@ -145,13 +145,15 @@ class Command(BaseCommand):
         retrier = Retrier(selection, self._progress if self.stdout.isatty() else _no_progress)
         if options["dry_run"]:
             rows = retrier.preview()
-            self.stdout.write(f"Would re-queue {plural(len(rows))} (dry run, nothing changed).")
+            self.stdout.write(
+                f"Would re-queue {plural(len(rows), 'email')} (dry run, nothing changed)."
+            )
             if rows:
                 self.stdout.write(render_table(COLUMNS, rows))
             selected = [row["id"] for row in rows]
         else:
             selected, done = retrier.run()
-            self.stdout.write(f"Re-queued {plural(done)}.")
+            self.stdout.write(f"Re-queued {plural(done, 'email')}.")
         for pk, reason in selection.unretryable_ids(selected).items():
             self.stderr.write(f"Skipped email #{pk}: {reason}.")
 

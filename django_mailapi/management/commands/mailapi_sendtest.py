@@ -1,3 +1,5 @@
+"""``manage.py mailapi_sendtest --to ADDR``: one email through the whole pipeline."""
+
 from __future__ import annotations
 
 import time
@@ -5,9 +7,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMessage
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from django_mailapi.backend import EmailBackend
+from django_mailapi.management.arguments import MailapiCommand, positive_number
 from django_mailapi.models import FailedSend, OutboundEmail, Status
 
 SETTLED = (Status.SENT, Status.FAILED, Status.DEFERRED, Status.CANCELLED)
@@ -41,14 +44,17 @@ class SendTest:
         return email
 
 
-class Command(BaseCommand):
+class Command(MailapiCommand):
     help = "Send one test email through EMAIL_BACKEND, a worker and the API, and report."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--to", required=True, help="recipient address")
         parser.add_argument("--org", help="org to send as (default: DEFAULT_ORG)")
         parser.add_argument(
-            "--timeout", type=float, default=30.0, help="seconds to wait for a worker (30)"
+            "--timeout",
+            type=positive_number("--timeout", "seconds"),
+            default=30.0,
+            help="seconds to wait for a worker (30)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:

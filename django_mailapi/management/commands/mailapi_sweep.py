@@ -1,3 +1,5 @@
+"""``manage.py mailapi_sweep``: what the Celery beat task does, once, from cron or a shell."""
+
 from __future__ import annotations
 
 from typing import Any

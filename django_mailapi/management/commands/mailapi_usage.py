@@ -6,13 +6,21 @@ import datetime as dt
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from django_mailapi import quota
-from django_mailapi.management.quota_output import dump_json, render_table
+from django_mailapi.management.arguments import MailapiCommand, add_format_argument, date
+from django_mailapi.management.output import Column, render_json, render_table
 
-HEADERS = ("org", "day", "sent today", "daily limit", "month", "sent this month", "monthly limit")
+COLUMNS = (
+    Column("org", "org"),
+    Column("day", "day"),
+    Column("sent_today", "sent today", right=True),
+    Column("daily_limit", "daily limit", right=True),
+    Column("month", "month"),
+    Column("sent_this_month", "sent this month", right=True),
+    Column("monthly_limit", "monthly limit", right=True),
+)
 
 
 def _limit(value: int | None) -> str:
@@ -23,21 +31,18 @@ def usage_table(report: list[quota.OrgUsage], day: dt.date) -> str:
     if not report:
         return f"No org has a quota or any usage in {day:%Y-%m}."
     rows = [
-        (
-            f"{u.org} (paused)" if u.paused else u.org,
-            u.day.isoformat(),
-            str(u.sent_today),
-            _limit(u.daily_limit),
-            u.month.strftime("%Y-%m"),
-            str(u.sent_this_month),
-            _limit(u.monthly_limit),
-        )
-        for u in report
+        {
+            **usage.as_json(),
+            "org": f"{usage.org} (paused)" if usage.paused else usage.org,
+            "daily_limit": _limit(usage.daily_limit),
+            "monthly_limit": _limit(usage.monthly_limit),
+        }
+        for usage in report
     ]
-    return render_table(HEADERS, rows, numeric=(2, 3, 5, 6))
+    return render_table(COLUMNS, rows)
 
 
-class Command(BaseCommand):
+class Command(MailapiCommand):
     help = (
         "Show each org's usage against its limits for a UTC day (default: today) and that "
         "day's month. Lists orgs with an OrgQuota row or any usage in the month."
@@ -45,22 +50,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--org", help="only this org")
-        parser.add_argument("--date", help="the UTC day, YYYY-MM-DD (default: today)")
-        parser.add_argument("--format", choices=("table", "json"), default="table")
+        parser.add_argument(
+            "--date",
+            type=date("--date"),
+            metavar="YYYY-MM-DD",
+            help="the UTC day (default: today)",
+        )
+        add_format_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        day = self._day(options["date"])
+        day = options["date"] or quota.day_start(timezone.now())
         report = quota.usage_report(day, options["org"])
         if options["format"] == "json":
-            self.stdout.write(dump_json([u.as_json() for u in report]))
+            self.stdout.write(render_json([u.as_json() for u in report]))
         else:
             self.stdout.write(usage_table(report, day))
-
-    @staticmethod
-    def _day(text: str | None) -> dt.date:
-        if text is None:
-            return quota.day_start(timezone.now())
-        try:
-            return dt.date.fromisoformat(text)
-        except ValueError:
-            raise CommandError(f"--date must be a day written YYYY-MM-DD, not {text!r}.") from None
