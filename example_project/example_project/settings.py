@@ -81,6 +81,8 @@ MAILAPI = {
     "PROVIDER": env("MAILAPI_PROVIDER", default="resend"),
     "API_KEY": env("MAILAPI_API_KEY", default="re_sandbox_demo_key"),
     "BASE_URL": env("MAILAPI_BASE_URL", default="http://127.0.0.1:8025"),
+    # Mail has a queue of its own; the worker runs with -Q mail (the demo's does).
+    "QUEUE": env("MAILAPI_QUEUE", default="mail"),
     "RETRY_BASE_DELAY": 1.0,
 }
 
@@ -96,6 +98,13 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
+# Both of django-mailapi's tasks go to its queue: beat knows nothing of MAILAPI, and a
+# sweep left on Celery's default queue would never reach a worker started with -Q mail.
+CELERY_TASK_ROUTES = {"django_mailapi.*": {"queue": MAILAPI["QUEUE"]}}
 CELERY_BEAT_SCHEDULE = {
-    "mailapi-sweep": {"task": "django_mailapi.sweep", "schedule": 60.0},
+    "mailapi-sweep": {
+        "task": "django_mailapi.sweep",
+        "schedule": 15.0,
+        "options": {"queue": MAILAPI["QUEUE"]},
+    },
 }

@@ -56,7 +56,8 @@ class Command(BaseCommand):
         env = {**os.environ, "MAILAPI_BASE_URL": sandbox_url}
         command = [
             sys.executable, "-m", "celery", "-A", "example_project", "worker",
-            "-P", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-Q", settings.MAILAPI["QUEUE"], "-P", "solo",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
             "-l", "INFO", "-f", str(log),
         ]  # fmt: skip
         log.write_text("")
