@@ -1,15 +1,14 @@
-"""Shared fixtures: the sandbox provider over HTTP, services, a real Celery worker."""
+"""Shared fixtures: the sandbox provider over HTTP, services, a real Celery worker.
+
+Helpers live in tests/helpers.py; tests import them from there, not from here.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
@@ -17,13 +16,8 @@ import pytest
 
 from django_mailapi.sandbox import SandboxServer
 from tests.celeryapp import app as celery_app  # noqa: F401  (the current app in tests)
-
-ROOT = Path(__file__).resolve().parents[1]
-REQUIRE_SERVICES = os.environ.get("MAILAPI_REQUIRE_SERVICES") == "1"
-
-
-#: (test name, figures) reported by tests that measure something; printed at the end.
-FIGURES: list[tuple[str, dict[str, Any]]] = []
+from tests.helpers import FIGURES, ROOT, Worker, service_missing
+from tests.helpers import wait_for as wait_for  # for test files that still import it from here
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -31,25 +25,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("django-mailapi figures")
         for name, figures in FIGURES:
             terminalreporter.write_line(f"{name}: {json.dumps(figures)}")
-
-
-def service_missing(what: str) -> None:
-    """Skip, or fail when MAILAPI_REQUIRE_SERVICES=1 (as in CI)."""
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{what} is required (MAILAPI_REQUIRE_SERVICES=1) but not reachable")
-    pytest.skip(f"{what} not reachable")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
-    """Poll until ``predicate()`` is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="session")
@@ -94,70 +69,6 @@ def redis_url() -> str:
     except OSError:
         service_missing(f"Redis at {url}")
     return url
-
-
-class Worker:
-    """A real ``celery worker`` process on Redis, using the test database."""
-
-    def __init__(self, env: dict[str, str], log: Path, concurrency: int = 1) -> None:
-        self.env = env
-        self.log = log
-        self.concurrency = concurrency
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Worker:
-        from django.conf import settings
-
-        queue = settings.MAILAPI["QUEUE"]
-        pool = (
-            ["-P", "solo"]
-            if self.concurrency == 1
-            else ["-P", "prefork", "-c", str(self.concurrency)]
-        )
-        self.log.write_text("")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "tests.celeryapp",
-                "worker",
-                *pool,
-                "-Q",
-                queue,
-                "-n",
-                f"mailapi-test-{os.getpid()}-{time.monotonic_ns()}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-l",
-                "INFO",
-                "-f",
-                str(self.log),
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(lambda: "ready." in self.log.read_text() or self.proc.poll() is not None, 60)
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"celery worker exited: {self.log.read_text()[-2000:]}")
-        return self
-
-    def stop(self, sig: int | None = None) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        if sig is None:
-            self.proc.terminate()
-        else:
-            self.proc.send_signal(sig)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 @pytest.fixture(scope="session")

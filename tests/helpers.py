@@ -1,18 +1,165 @@
-"""Small helpers shared by tests."""
+"""Helpers shared by the tests, and by conftest.py's fixtures.
+
+Tests import from here, never from conftest.py (pytest loads that module itself).
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
+from django.core.mail import EmailMessage
 
+from django_mailapi import outbox
+from django_mailapi.backend import EmailBackend
+from django_mailapi.models import OutboundEmail
+
+ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
+REQUIRE_SERVICES = os.environ.get("MAILAPI_REQUIRE_SERVICES") == "1"
+
+#: (test name, figures) reported by tests that measure something; printed at the end.
+FIGURES: list[tuple[str, dict[str, Any]]] = []
 
 
+def service_missing(what: str) -> None:
+    """Skip, or fail when MAILAPI_REQUIRE_SERVICES=1 (as in CI)."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{what} is required (MAILAPI_REQUIRE_SERVICES=1) but not reachable")
+    pytest.skip(f"{what} not reachable")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
+    """Poll until ``predicate()`` is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(interval)
+
+
+def check_ids(settings: Any, mailapi: Any) -> list[str]:
+    """The system check ids ``MAILAPI = mailapi`` gets."""
+    from django_mailapi.checks import check_settings
+
+    settings.MAILAPI = mailapi
+    return [str(message.id) for message in check_settings()]
+
+
+# --- the outbox, driven in this process ------------------------------------------------
+def send(
+    *to: str, org: str | None = None, subject: str = "Subject", **kwargs: Any
+) -> OutboundEmail:
+    """One email to all of ``to`` through our backend; its outbox row."""
+    message = EmailMessage(subject, "Body", "Shop <shop@example.com>", list(to), **kwargs)
+    if org:
+        message.org = org  # type: ignore[attr-defined]
+    EmailBackend().send_messages([message])
+    return OutboundEmail.objects.latest("pk")
+
+
+def send_each(*to: str, attach: bool = False) -> list[OutboundEmail]:
+    """One email per address of ``to``, in one call to our backend; their rows, in order."""
+    messages = []
+    for address in to:
+        message = EmailMessage("Hi", "Body", "Shop <shop@example.com>", [address])
+        if attach:
+            message.attach("a.txt", "x", "text/plain")
+        messages.append(message)
+    before = OutboundEmail.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    EmailBackend().send_messages(messages)
+    return list(OutboundEmail.objects.filter(pk__gt=before).order_by("pk"))
+
+
+def process(*rows: OutboundEmail) -> list[OutboundEmail]:
+    """Run the worker's code on ``rows`` in this process; the rows as it left them."""
+    outbox.process([row.pk for row in rows])
+    return list(OutboundEmail.objects.filter(pk__in=[r.pk for r in rows]).order_by("pk"))
+
+
+def process_one(row: OutboundEmail) -> OutboundEmail:
+    (done,) = process(row)
+    return done
+
+
+# --- a real Celery worker --------------------------------------------------------------
+class Worker:
+    """A real ``celery worker`` process on Redis, using the test database."""
+
+    def __init__(self, env: dict[str, str], log: Path, concurrency: int = 1) -> None:
+        self.env = env
+        self.log = log
+        self.concurrency = concurrency
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        from django.conf import settings
+
+        queue = settings.MAILAPI["QUEUE"]
+        pool = (
+            ["-P", "solo"]
+            if self.concurrency == 1
+            else ["-P", "prefork", "-c", str(self.concurrency)]
+        )
+        self.log.write_text("")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tests.celeryapp",
+                "worker",
+                *pool,
+                "-Q",
+                queue,
+                "-n",
+                f"mailapi-test-{os.getpid()}-{time.monotonic_ns()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "INFO",
+                "-f",
+                str(self.log),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: "ready." in self.log.read_text() or self.proc.poll() is not None, 60)
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"celery worker exited: {self.log.read_text()[-2000:]}")
+        return self
+
+    def stop(self, sig: int | None = None) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        if sig is None:
+            self.proc.terminate()
+        else:
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+# --- request bodies against the providers' published schemas ----------------------------
 def resend_schema() -> dict[str, Any]:
     return json.loads((FIXTURES / "resend_send_email_request.schema.json").read_text())
 
@@ -54,7 +201,6 @@ def provider_worker(
     from django.test import override_settings
 
     from django_mailapi.sandbox import SandboxServer
-    from tests.conftest import Worker
 
     sandbox = SandboxServer(provider=provider).start()
     queue = f"{settings.MAILAPI['QUEUE']}-{provider}"
@@ -85,18 +231,14 @@ def run_sandbox_cli(argv: list[str], provider: str, probe: Any, timeout: float =
 
     Returns (probe's result, exit code, stdout after the first line, stderr).
     """
-    import os
     import re
     import selectors
     import signal
-    import subprocess
-    import sys
 
-    root = Path(__file__).resolve().parents[1]
     process = subprocess.Popen(
         [sys.executable, *argv],
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

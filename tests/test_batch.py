@@ -13,29 +13,13 @@ from django.test.utils import CaptureQueriesContext
 from django_mailapi import outbox
 from django_mailapi.backend import EmailBackend
 from django_mailapi.models import FailedSend, OutboundEmail, Status, UsageCounter
-from tests.conftest import wait_for
+from tests.helpers import process, send_each, wait_for
 
 pytestmark = pytest.mark.django_db
 
 
-def queue(*addresses: str, attach: bool = False) -> list[OutboundEmail]:
-    messages = []
-    for address in addresses:
-        msg = EmailMessage("Hi", "Body", "Shop <shop@example.com>", [address])
-        if attach:
-            msg.attach("a.txt", "x", "text/plain")
-        messages.append(msg)
-    EmailBackend().send_messages(messages)
-    return list(OutboundEmail.objects.order_by("pk"))
-
-
-def run(rows: list[OutboundEmail]) -> list[OutboundEmail]:
-    outbox.process([row.pk for row in rows])
-    return list(OutboundEmail.objects.filter(pk__in=[r.pk for r in rows]).order_by("pk"))
-
-
 def test_emails_of_one_org_go_out_in_one_batch_request(sandbox):
-    rows = run(queue(*(f"u{i}@example.com" for i in range(30))))
+    rows = process(*send_each(*(f"u{i}@example.com" for i in range(30))))
 
     assert {row.status for row in rows} == {Status.SENT}
     assert sandbox.stats["requests"] == 1
@@ -49,7 +33,9 @@ def test_emails_of_one_org_go_out_in_one_batch_request(sandbox):
 
 
 def test_batch_is_permissive_so_a_bad_email_fails_alone(sandbox):
-    rows = run(queue("a@example.com", "invalid_from_address@fail.sandbox.test", "c@example.com"))
+    rows = process(
+        *send_each("a@example.com", "invalid_from_address@fail.sandbox.test", "c@example.com")
+    )
 
     assert [row.status for row in rows] == [Status.SENT, Status.FAILED, Status.SENT]
     failure = FailedSend.objects.get()
@@ -64,20 +50,20 @@ def test_batch_is_permissive_so_a_bad_email_fails_alone(sandbox):
 
 
 def test_emails_with_attachments_and_batch_size_one_go_one_by_one(sandbox, settings):
-    run(queue("a@example.com", "b@example.com", attach=True))
+    process(*send_each("a@example.com", "b@example.com", attach=True))
     assert sandbox.stats["requests"] == 2
     assert not any(email["batch"] for email in sandbox.emails)
 
     sandbox.reset()
     OutboundEmail.objects.all().delete()
     settings.MAILAPI = {**settings.MAILAPI, "BATCH_SIZE": 1}
-    run(queue("c@example.com", "d@example.com"))
+    process(*send_each("c@example.com", "d@example.com"))
     assert sandbox.stats["requests"] == 2
 
 
 def test_batches_are_cut_at_batch_size(sandbox, settings):
     settings.MAILAPI = {**settings.MAILAPI, "BATCH_SIZE": 10}
-    rows = run(queue(*(f"u{i}@example.com" for i in range(25))))
+    rows = process(*send_each(*(f"u{i}@example.com" for i in range(25))))
     assert {row.status for row in rows} == {Status.SENT}
     assert sandbox.stats["requests"] == 3  # 10 + 10 + 5
     assert len({row.batch_key for row in rows}) == 3
@@ -85,7 +71,7 @@ def test_batches_are_cut_at_batch_size(sandbox, settings):
 
 def test_a_failed_batch_is_retried_whole_under_the_same_key(sandbox, settings):
     settings.MAILAPI = {**settings.MAILAPI, "RETRY_BASE_DELAY": 30.0, "RETRY_MAX_DELAY": 60.0}
-    rows = run(queue("a@example.com", "flaky+1@example.com", "c@example.com"))
+    rows = process(*send_each("a@example.com", "flaky+1@example.com", "c@example.com"))
 
     assert {row.status for row in rows} == {Status.QUEUED}
     assert len({row.next_attempt_at for row in rows}) == 1
@@ -93,7 +79,7 @@ def test_a_failed_batch_is_retried_whole_under_the_same_key(sandbox, settings):
     assert FailedSend.objects.filter(http_status=500).count() == 3
 
     with time_machine.travel(rows[0].next_attempt_at + dt.timedelta(seconds=1), tick=True):
-        rows = run(rows[:1])  # a task naming one member brings in the others
+        rows = process(*rows[:1])  # a task naming one member brings in the others
     assert {row.status for row in rows} == {Status.SENT}
     assert {email["idempotency_key"] for email in sandbox.emails} == {key}
     assert len(sandbox.emails) == 3
@@ -101,13 +87,13 @@ def test_a_failed_batch_is_retried_whole_under_the_same_key(sandbox, settings):
 
 def test_a_batch_the_api_took_before_we_gave_up_is_not_sent_twice(sandbox, settings):
     settings.MAILAPI = {**settings.MAILAPI, "TIMEOUT": 0.3, "RETRY_BASE_DELAY": 30.0}
-    rows = run(queue("a@example.com", "slow+800@example.com"))
+    rows = process(*send_each("a@example.com", "slow+800@example.com"))
     assert {row.last_error_code for row in rows} == {"timeout"}
     wait_for(lambda: len(sandbox.emails) == 2, timeout=10)  # the API did take it
 
     settings.MAILAPI = {**settings.MAILAPI, "TIMEOUT": 5.0}
     with time_machine.travel(rows[0].next_attempt_at + dt.timedelta(seconds=1), tick=True):
-        rows = run(rows)
+        rows = process(*rows)
     assert {row.status for row in rows} == {Status.SENT}
     assert len(sandbox.emails) == 2
     assert sandbox.stats["replays"] == 1
@@ -115,7 +101,7 @@ def test_a_batch_the_api_took_before_we_gave_up_is_not_sent_twice(sandbox, setti
 
 def test_quota_is_reserved_for_the_batch_and_what_does_not_fit_is_deferred(sandbox, settings):
     settings.MAILAPI = {**settings.MAILAPI, "DAILY_LIMIT": 3}
-    rows = run(queue(*(f"u{i}@example.com" for i in range(5))))
+    rows = process(*send_each(*(f"u{i}@example.com" for i in range(5))))
 
     assert [row.status for row in rows] == [Status.SENT] * 3 + [Status.DEFERRED] * 2
     assert UsageCounter.objects.get(period="day").units_sent == 3
@@ -123,7 +109,7 @@ def test_quota_is_reserved_for_the_batch_and_what_does_not_fit_is_deferred(sandb
 
 
 def test_a_batch_of_100_takes_four_statements(sandbox):
-    rows = queue(*(f"u{i}@example.com" for i in range(100)))
+    rows = send_each(*(f"u{i}@example.com" for i in range(100)))
     with CaptureQueriesContext(connection) as captured:
         outbox.process([row.pk for row in rows])
     assert OutboundEmail.objects.filter(status=Status.SENT).count() == 100
@@ -166,7 +152,7 @@ def test_an_email_bigger_than_the_limit_fails_instead_of_waiting_forever(sandbox
         "Hi", "Body", "a@example.com", ["a@example.com", "b@example.com", "c@example.com"]
     )
     EmailBackend().send_messages([msg])
-    (row,) = run(list(OutboundEmail.objects.all()))
+    (row,) = process(*list(OutboundEmail.objects.all()))
 
     assert row.status == Status.FAILED
     assert row.last_error_code == "quota_too_small"
@@ -185,7 +171,7 @@ def test_a_row_another_worker_is_claiming_is_skipped_not_waited_for(sandbox, mon
     # Committed for real here, so keep the tasks off the broker: a worker another test
     # started could otherwise send these first. This test is the only worker.
     monkeypatch.setattr(backend, "dispatch", lambda ids, conf, size=0: 0)
-    rows = queue("a@example.com", "b@example.com", "c@example.com")
+    rows = send_each("a@example.com", "b@example.com", "c@example.com")
     settings_dict = connection.settings_dict
     other = psycopg.connect(
         host=settings_dict["HOST"],

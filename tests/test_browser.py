@@ -19,8 +19,8 @@ from django.utils import timezone
 
 from django_mailapi import errors
 from django_mailapi.models import OutboundEmail, Status
-from tests.conftest import ROOT, service_missing, wait_for
 from tests.factories import fail, make_email
+from tests.helpers import ROOT, service_missing, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 

@@ -6,13 +6,9 @@ import pytest
 
 from django_mailapi.checks import check_settings, summaries
 from django_mailapi.conf import SETTINGS
+from tests.helpers import check_ids as ids
 
 BASE = {"API_KEY": "re_x"}
-
-
-def ids(settings, mailapi) -> list[str]:
-    settings.MAILAPI = mailapi
-    return [m.id for m in check_settings()]
 
 
 def test_valid_settings_pass(settings):

@@ -15,8 +15,8 @@ from django.core.management import CommandError, call_command
 from django_mailapi import errors
 from django_mailapi.management.output import Column, clip, render_table
 from django_mailapi.models import OutboundEmail, Status
-from tests.conftest import ROOT
 from tests.factories import fail, make_email
+from tests.helpers import ROOT
 
 T0 = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 

@@ -30,7 +30,7 @@ from django_mailapi import outbox
 from django_mailapi.conf import DEFAULTS, get_settings
 from django_mailapi.models import FailedSend, OutboundEmail, Status
 from tests.celeryapp import app as celery_app
-from tests.conftest import FIGURES, Worker, wait_for
+from tests.helpers import FIGURES, Worker, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
 

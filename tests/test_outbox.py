@@ -6,34 +6,18 @@ import datetime as dt
 
 import pytest
 import time_machine
-from django.core.mail import EmailMessage
 from django.utils import timezone
 
 from django_mailapi import outbox, signals
-from django_mailapi.backend import EmailBackend
 from django_mailapi.models import FailedSend, OutboundEmail, Status, UsageCounter
 from django_mailapi.providers.resend import ResendProvider
-from tests.conftest import wait_for
+from tests.helpers import process_one, send, wait_for
 
 pytestmark = pytest.mark.django_db
 
 
-def queue(*recipients: str, org: str | None = None, **kwargs) -> OutboundEmail:
-    msg = EmailMessage("Subject", "Body", "Shop <shop@example.com>", list(recipients), **kwargs)
-    if org:
-        msg.org = org
-    EmailBackend().send_messages([msg])
-    return OutboundEmail.objects.latest("pk")
-
-
-def process(row: OutboundEmail) -> OutboundEmail:
-    outbox.process([row.pk])
-    row.refresh_from_db()
-    return row
-
-
 def test_accepted_email_is_marked_sent_with_the_api_id(sandbox):
-    row = process(queue("ann@example.org"))
+    row = process_one(send("ann@example.org"))
 
     assert row.status == Status.SENT
     assert row.attempts == 1
@@ -46,14 +30,14 @@ def test_accepted_email_is_marked_sent_with_the_api_id(sandbox):
 
 def test_keep_sent_payload_false_drops_the_body_after_sending(sandbox, settings):
     settings.MAILAPI = {**settings.MAILAPI, "KEEP_SENT_PAYLOAD": False}
-    row = process(queue("ann@example.org"))
+    row = process_one(send("ann@example.org"))
     assert row.status == Status.SENT
     assert row.payload is None
 
 
 def test_permanent_error_fails_at_once_and_gives_back_quota(sandbox, settings):
     settings.MAILAPI = {**settings.MAILAPI, "DAILY_LIMIT": 10}
-    row = process(queue("invalid_attachment@fail.sandbox.test", "b@example.org"))
+    row = process_one(send("invalid_attachment@fail.sandbox.test", "b@example.org"))
 
     assert row.status == Status.FAILED
     assert row.last_error_code == "invalid_attachment"
@@ -73,7 +57,7 @@ def test_permanent_error_fails_at_once_and_gives_back_quota(sandbox, settings):
 
 def test_transient_error_is_retried_later_under_the_same_key(sandbox, settings):
     settings.MAILAPI = {**settings.MAILAPI, "RETRY_BASE_DELAY": 30.0, "RETRY_MAX_DELAY": 60.0}
-    row = process(queue("flaky+1@example.org"))
+    row = process_one(send("flaky+1@example.org"))
 
     assert row.status == Status.QUEUED
     assert row.next_attempt_at > timezone.now()
@@ -82,7 +66,7 @@ def test_transient_error_is_retried_later_under_the_same_key(sandbox, settings):
     assert failure.http_status == 500
 
     with time_machine.travel(row.next_attempt_at + dt.timedelta(seconds=1), tick=True):
-        row = process(row)
+        row = process_one(row)
     assert row.status == Status.SENT
     assert row.attempts == 2
     assert [e["idempotency_key"] for e in sandbox.emails] == [row.idempotency_key]
@@ -90,13 +74,13 @@ def test_transient_error_is_retried_later_under_the_same_key(sandbox, settings):
 
 def test_email_not_yet_due_is_left_alone(sandbox, settings):
     settings.MAILAPI = {**settings.MAILAPI, "RETRY_BASE_DELAY": 30.0}
-    row = process(queue("flaky+1@example.org"))
-    assert process(row).attempts == 1  # next_attempt_at is in the future
+    row = process_one(send("flaky+1@example.org"))
+    assert process_one(row).attempts == 1  # next_attempt_at is in the future
 
 
 def test_rate_limit_waits_for_retry_after(sandbox):
     before = timezone.now()
-    row = process(queue("rate_limit_exceeded@fail.sandbox.test"))
+    row = process_one(send("rate_limit_exceeded@fail.sandbox.test"))
 
     assert row.status == Status.QUEUED
     waited = (row.next_attempt_at - before).total_seconds()
@@ -105,10 +89,10 @@ def test_rate_limit_waits_for_retry_after(sandbox):
 
 def test_retries_end_in_retries_exhausted(sandbox, settings):
     settings.MAILAPI = {**settings.MAILAPI, "MAX_RETRIES": 1}
-    row = process(queue("application_error@fail.sandbox.test"))
+    row = process_one(send("application_error@fail.sandbox.test"))
     assert row.status == Status.QUEUED
     with time_machine.travel(row.next_attempt_at + dt.timedelta(seconds=1), tick=True):
-        row = process(row)
+        row = process_one(row)
 
     assert row.status == Status.FAILED
     assert row.last_error_code == "retries_exhausted"
@@ -122,7 +106,7 @@ def test_retries_end_in_retries_exhausted(sandbox, settings):
 
 def test_connection_refused_is_a_local_transient_error(sandbox, settings):
     settings.MAILAPI = {**settings.MAILAPI, "BASE_URL": "http://127.0.0.1:9"}
-    row = process(queue("ann@example.org"))
+    row = process_one(send("ann@example.org"))
 
     assert row.status == Status.QUEUED
     (failure,) = row.failures.all()
@@ -135,7 +119,7 @@ def test_connection_refused_is_a_local_transient_error(sandbox, settings):
 
 def test_slow_api_is_a_timeout(sandbox, settings):
     settings.MAILAPI = {**settings.MAILAPI, "TIMEOUT": 0.3}
-    row = process(queue("slow+1500@example.org"))
+    row = process_one(send("slow+1500@example.org"))
     assert row.last_error_code == "timeout"
     assert row.status == Status.QUEUED
     # The API still accepts it after we gave up: the reason retries reuse the same key.
@@ -145,7 +129,7 @@ def test_slow_api_is_a_timeout(sandbox, settings):
 
 def test_daily_quota_defers_to_next_utc_midnight(sandbox, settings):
     settings.MAILAPI = {**settings.MAILAPI, "DAILY_LIMIT": 1}
-    first, second = queue("a@example.org"), queue("b@example.org")
+    first, second = send("a@example.org"), send("b@example.org")
     fired = []
     signals.quota_exceeded.connect(lambda **kw: fired.append(kw["code"]), weak=False)
     try:
@@ -169,28 +153,28 @@ def test_daily_quota_defers_to_next_utc_midnight(sandbox, settings):
 
 def test_quota_fail_mode_fails_instead_of_deferring(sandbox, settings):
     settings.MAILAPI = {**settings.MAILAPI, "MONTHLY_LIMIT": 0, "ON_QUOTA_EXCEEDED": "fail"}
-    row = process(queue("a@example.org"))
+    row = process_one(send("a@example.org"))
     assert row.status == Status.FAILED
     assert row.last_error_code == "monthly_quota_exceeded"
     assert sandbox.emails == []
 
 
 def test_api_quota_error_is_deferred_like_ours(sandbox):
-    row = process(queue("monthly_quota_exceeded@fail.sandbox.test"))
+    row = process_one(send("monthly_quota_exceeded@fail.sandbox.test"))
     assert row.status == Status.DEFERRED
     assert row.next_attempt_at.day == 1
     assert row.failures.get().http_status == 429
 
 
 def test_two_claims_never_both_win(sandbox):
-    row = queue("a@example.org")
+    row = send("a@example.org")
     now = timezone.now()
     assert [r.pk for r in outbox.claim([row.pk], now, 60).rows] == [row.pk]
     assert outbox.claim([row.pk], now, 60).rows == []
 
 
 def test_expired_lease_is_claimed_again(sandbox):
-    row = queue("a@example.org")
+    row = send("a@example.org")
     now = timezone.now()
     outbox.claim([row.pk], now, 60)
     later = now + dt.timedelta(seconds=61)
@@ -199,8 +183,8 @@ def test_expired_lease_is_claimed_again(sandbox):
 
 
 def test_sweep_dispatches_only_stranded_rows(sandbox, settings):
-    old = queue("old@example.org")
-    fresh = queue("fresh@example.org")
+    old = send("old@example.org")
+    fresh = send("fresh@example.org")
     OutboundEmail.objects.filter(pk=old.pk).update(
         next_attempt_at=timezone.now() - dt.timedelta(hours=1)
     )
@@ -212,17 +196,17 @@ def test_sweep_dispatches_only_stranded_rows(sandbox, settings):
 
 
 def test_missing_payload_fails_with_its_own_code(sandbox):
-    row = queue("a@example.org")
+    row = send("a@example.org")
     OutboundEmail.objects.filter(pk=row.pk).update(payload=None)
-    row = process(row)
+    row = process_one(row)
     assert row.status == Status.FAILED
     assert row.last_error_code == "payload_missing"
 
 
 def test_missing_api_key_at_send_time_is_a_configuration_error(sandbox, settings):
-    row = queue("a@example.org")
+    row = send("a@example.org")
     settings.MAILAPI = {k: v for k, v in settings.MAILAPI.items() if k != "API_KEY"}
-    row = process(row)
+    row = process_one(row)
     assert row.status == Status.FAILED
     assert row.last_error_code == "configuration_error"
     assert sandbox.emails == []
@@ -244,14 +228,14 @@ class Exploding(ResendProvider):
 
 def test_unreadable_success_body_is_retried_as_invalid_response(sandbox, settings):
     settings.MAILAPI = {**settings.MAILAPI, "PROVIDER": "tests.test_outbox.UnreadableSuccess"}
-    row = process(queue("a@example.org"))
+    row = process_one(send("a@example.org"))
     assert row.status == Status.QUEUED
     assert row.last_error_code == "invalid_response"
 
 
 def test_a_bug_in_a_provider_keeps_the_email_and_records_it(sandbox, settings):
     settings.MAILAPI = {**settings.MAILAPI, "PROVIDER": "tests.test_outbox.Exploding"}
-    row = process(queue("a@example.org"))
+    row = process_one(send("a@example.org"))
     assert row.status == Status.QUEUED
     assert row.last_error_code == "unexpected_error"
     assert "bug in a provider" in row.failures.get().message
@@ -260,8 +244,8 @@ def test_a_bug_in_a_provider_keeps_the_email_and_records_it(sandbox, settings):
 def test_retry_now_requeues_failed_and_cancel_stops_queued(
     sandbox, django_capture_on_commit_callbacks
 ):
-    failed = process(queue("invalid_from_address@fail.sandbox.test"))
-    waiting = queue("w@example.org")
+    failed = process_one(send("invalid_from_address@fail.sandbox.test"))
+    waiting = send("w@example.org")
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert outbox.retry_now(OutboundEmail.objects.filter(pk=failed.pk)) == 1
     assert len(callbacks) == 1
@@ -271,7 +255,7 @@ def test_retry_now_requeues_failed_and_cancel_stops_queued(
     assert outbox.cancel(OutboundEmail.objects.filter(pk=waiting.pk)) == 1
     waiting.refresh_from_db()
     assert waiting.status == Status.CANCELLED
-    assert process(waiting).status == Status.CANCELLED
+    assert process_one(waiting).status == Status.CANCELLED
 
 
 def test_sent_and_failed_signals_fire(sandbox):
@@ -281,8 +265,8 @@ def test_sent_and_failed_signals_fire(sandbox):
         lambda **kw: seen.append(("failed", kw["failure"].error_code)), weak=False
     )
     try:
-        ok = process(queue("a@example.org"))
-        process(queue("not_found@fail.sandbox.test"))
+        ok = process_one(send("a@example.org"))
+        process_one(send("not_found@fail.sandbox.test"))
     finally:
         signals.message_sent.receivers.clear()
         signals.send_failed.receivers.clear()
@@ -291,7 +275,7 @@ def test_sent_and_failed_signals_fire(sandbox):
 
 
 def test_retry_now_leaves_emails_whose_payload_is_gone(sandbox, django_capture_on_commit_callbacks):
-    row = process(queue("invalid_from_address@fail.sandbox.test"))
+    row = process_one(send("invalid_from_address@fail.sandbox.test"))
     OutboundEmail.objects.filter(pk=row.pk).update(payload=None)
     with django_capture_on_commit_callbacks(execute=False):
         assert outbox.retry_now(OutboundEmail.objects.filter(pk=row.pk)) == 0

@@ -9,8 +9,7 @@ from django.core import mail
 from django.core.mail import EmailMultiAlternatives
 
 from django_mailapi.models import FailedSend, OutboundEmail, Status
-from tests.conftest import wait_for
-from tests.helpers import assert_resend_valid
+from tests.helpers import assert_resend_valid, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
 

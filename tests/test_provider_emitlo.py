@@ -25,8 +25,7 @@ from django_mailapi.outbox import process
 from django_mailapi.providers.base import ApiResponse
 from django_mailapi.providers.emitlo import EmitloProvider, text_to_html
 from django_mailapi.sandbox import SandboxServer
-from tests.conftest import wait_for
-from tests.helpers import provider_worker
+from tests.helpers import provider_worker, wait_for
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="

@@ -25,9 +25,7 @@ from django_mailapi.providers import provider_name, resolve_provider_class
 from django_mailapi.providers.base import ApiRequest, ApiResponse, Provider
 from django_mailapi.providers.generic import GenericProvider
 from django_mailapi.sandbox import SandboxServer
-from tests.conftest import wait_for
-from tests.helpers import assert_resend_valid, provider_worker
-from tests.test_checks import ids
+from tests.helpers import assert_resend_valid, check_ids, provider_worker, wait_for
 
 # Error bodies in the generic API's envelope, codes and descriptions from seed 003.
 SEED_REVOKED = {
@@ -87,12 +85,12 @@ def test_the_provider_refuses_to_start_without_a_base_url():
 
 
 def test_generic_without_base_url_is_system_check_e004(settings):
-    assert ids(settings, {"API_KEY": "x", "PROVIDER": "generic"}) == ["mailapi.E004"]
+    assert check_ids(settings, {"API_KEY": "x", "PROVIDER": "generic"}) == ["mailapi.E004"]
 
 
 def test_generic_with_a_base_url_passes_the_checks(settings):
     config = {"API_KEY": "x", "PROVIDER": "generic", "BASE_URL": "https://mail.example.com"}
-    assert ids(settings, config) == []
+    assert check_ids(settings, config) == []
 
 
 # --- mapping -------------------------------------------------------------------------

@@ -25,8 +25,7 @@ from django_mailapi.models import FailedSend, OutboundEmail, Status
 from django_mailapi.providers.base import ApiResponse
 from django_mailapi.providers.sendr import SendrProvider
 from django_mailapi.sandbox import SandboxServer, SendrDialect
-from tests.conftest import wait_for
-from tests.helpers import assert_sendr_valid, provider_worker
+from tests.helpers import assert_sendr_valid, provider_worker, wait_for
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="

@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 
 from django_mailapi import quota
 from django_mailapi.models import FailedSend, OrgQuota, OutboundEmail, Status, UsageCounter
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from django.db import connection
 
 from django_mailapi import quota
 from django_mailapi.models import OrgQuota, Period, UsageCounter
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
 

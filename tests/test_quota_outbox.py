@@ -17,6 +17,7 @@ import django_mailapi
 from django_mailapi import outbox, quota, signals
 from django_mailapi.exceptions import QuotaExceeded
 from django_mailapi.models import FailedSend, OrgQuota, OutboundEmail, Status
+from tests.helpers import process_one, send
 
 pytestmark = pytest.mark.django_db
 
@@ -28,23 +29,10 @@ def _our_backend(settings):
     settings.EMAIL_BACKEND = "django_mailapi.backend.EmailBackend"
 
 
-def send(org: str, *to: str, **kwargs) -> OutboundEmail:
-    message = mail.EmailMessage("Hello", "Body", "shop@example.com", list(to), **kwargs)
-    message.org = org  # type: ignore[attr-defined]
-    message.send()
-    return OutboundEmail.objects.latest("pk")
-
-
-def run(row: OutboundEmail) -> OutboundEmail:
-    outbox.process([row.pk])
-    row.refresh_from_db()
-    return row
-
-
 def test_an_email_costs_one_unit_per_recipient_in_to_cc_and_bcc(sandbox):
-    row = send("acme", "a@example.com", "b@example.com", cc=["c@example.com"], bcc=["d@x.com"])
+    row = send("a@example.com", "b@example.com", cc=["c@example.com"], bcc=["d@x.com"], org="acme")
 
-    row = run(row)
+    row = process_one(row)
 
     assert row.status == Status.SENT
     assert (row.quota_units, row.quota_day) == (4, timezone.now().date())
@@ -53,18 +41,18 @@ def test_an_email_costs_one_unit_per_recipient_in_to_cc_and_bcc(sandbox):
 
 def test_quota_unit_message_counts_one_per_email_whatever_its_recipients(sandbox, settings):
     settings.MAILAPI = {**settings.MAILAPI, "QUOTA_UNIT": "message"}
-    row = send("acme", "a@example.com", "b@example.com", cc=["c@example.com"])
+    row = send("a@example.com", "b@example.com", cc=["c@example.com"], org="acme")
 
-    run(row)
+    process_one(row)
 
     assert quota.usage("acme") == {"day": 1, "month": 1}
 
 
 def test_an_email_with_more_recipients_than_are_left_is_deferred_whole(sandbox):
     OrgQuota.objects.create(org="acme", daily_limit=3)
-    run(send("acme", "a@example.com", "b@example.com"))
+    process_one(send("a@example.com", "b@example.com", org="acme"))
 
-    row = run(send("acme", "c@example.com", "d@example.com"))
+    row = process_one(send("c@example.com", "d@example.com", org="acme"))
 
     assert row.status == Status.DEFERRED
     assert row.last_error_code == "daily_quota_exceeded"
@@ -74,9 +62,9 @@ def test_an_email_with_more_recipients_than_are_left_is_deferred_whole(sandbox):
 
 def test_a_paused_org_sends_nothing_and_its_emails_wait(sandbox):
     quota.set_limits("acme", paused=True)
-    row = send("acme", "a@example.com")
+    row = send("a@example.com", org="acme")
 
-    row = run(row)
+    row = process_one(row)
 
     assert row.status == Status.DEFERRED
     assert row.last_error_code == "org_paused"
@@ -90,11 +78,11 @@ def test_a_paused_org_sends_nothing_and_its_emails_wait(sandbox):
 
 def test_resuming_a_paused_org_lets_its_held_email_go(sandbox):
     quota.set_limits("acme", paused=True)
-    row = run(send("acme", "a@example.com"))
+    row = process_one(send("a@example.com", org="acme"))
     quota.set_limits("acme", paused=False)
 
     outbox.retry_now(OutboundEmail.objects.filter(pk=row.pk))
-    row = run(row)
+    row = process_one(row)
 
     assert row.status == Status.SENT
     assert len(sandbox.emails) == 1
@@ -103,8 +91,8 @@ def test_resuming_a_paused_org_lets_its_held_email_go(sandbox):
 def test_over_quota_emails_are_deferred_to_the_next_utc_midnight_and_sent_then(sandbox):
     OrgQuota.objects.create(org="acme", daily_limit=1)
     with time_machine.travel(dt.datetime(2024, 3, 31, 22, 0, tzinfo=UTC), tick=False):
-        first = run(send("acme", "a@example.com"))
-        second = run(send("acme", "b@example.com"))
+        first = process_one(send("a@example.com", org="acme"))
+        second = process_one(send("b@example.com", org="acme"))
     assert first.status == Status.SENT
     assert second.status == Status.DEFERRED
     assert second.attempts == 0  # a deferral is not a failed try
@@ -112,7 +100,7 @@ def test_over_quota_emails_are_deferred_to_the_next_utc_midnight_and_sent_then(s
     assert midnight <= second.next_attempt_at <= midnight + dt.timedelta(seconds=60)
 
     with time_machine.travel(second.next_attempt_at, tick=False):
-        second = run(second)
+        second = process_one(second)
 
     assert second.status == Status.SENT
     assert second.quota_day == dt.date(2024, 4, 1)
@@ -122,8 +110,8 @@ def test_over_quota_emails_are_deferred_to_the_next_utc_midnight_and_sent_then(s
 def test_over_the_monthly_limit_emails_wait_for_the_first_of_next_month(sandbox):
     OrgQuota.objects.create(org="acme", monthly_limit=1)
     with time_machine.travel(dt.datetime(2024, 12, 15, 9, 0, tzinfo=UTC), tick=False):
-        run(send("acme", "a@example.com"))
-        row = run(send("acme", "b@example.com"))
+        process_one(send("a@example.com", org="acme"))
+        row = process_one(send("b@example.com", org="acme"))
 
     assert row.status == Status.DEFERRED
     assert row.last_error_code == "monthly_quota_exceeded"
@@ -135,7 +123,7 @@ def test_on_quota_exceeded_fail_fails_the_email_instead(sandbox, settings):
     settings.MAILAPI = {**settings.MAILAPI, "ON_QUOTA_EXCEEDED": "fail"}
     OrgQuota.objects.create(org="acme", daily_limit=0)
 
-    row = run(send("acme", "a@example.com"))
+    row = process_one(send("a@example.com", org="acme"))
 
     assert row.status == Status.FAILED
     assert row.next_attempt_at is None
@@ -144,7 +132,7 @@ def test_on_quota_exceeded_fail_fails_the_email_instead(sandbox, settings):
 
 
 def test_a_permanent_api_error_gives_the_units_back_as_failed(sandbox):
-    row = run(send("acme", "invalid_from_address@fail.sandbox.test", "b@example.com"))
+    row = process_one(send("invalid_from_address@fail.sandbox.test", "b@example.com", org="acme"))
 
     assert row.status == Status.FAILED
     assert (row.quota_units, row.quota_day) == (0, None)
@@ -174,7 +162,7 @@ def test_the_providers_own_quota_429_defers_releases_and_signals(sandbox, code, 
     signals.quota_exceeded.connect(receiver)
     try:
         with time_machine.travel(dt.datetime(2024, 6, 10, 15, 0, tzinfo=UTC), tick=False):
-            row = run(send("acme", f"{code}@fail.sandbox.test"))
+            row = process_one(send(f"{code}@fail.sandbox.test", org="acme"))
     finally:
         signals.quota_exceeded.disconnect(receiver)
 
@@ -197,7 +185,7 @@ def test_our_own_quota_refusal_fires_the_quota_exceeded_signal_too(sandbox):
 
     signals.quota_exceeded.connect(receiver)
     try:
-        run(send("acme", "a@example.com"))
+        process_one(send("a@example.com", org="acme"))
     finally:
         signals.quota_exceeded.disconnect(receiver)
 
@@ -209,7 +197,7 @@ def test_a_row_reclaimed_after_its_worker_died_is_not_reserved_twice(sandbox, se
     OrgQuota.objects.create(org="acme", daily_limit=10)
     start = dt.datetime(2024, 8, 1, 10, 0, tzinfo=UTC)
     with time_machine.travel(start, tick=False):
-        row = send("acme", "a@example.com", "b@example.com")
+        row = send("a@example.com", "b@example.com", org="acme")
         # The claim books the quota with the lease, in one transaction.
         outbox.claim([row.pk], timezone.now(), lease_seconds=300)
         # ... and here the worker process is killed.
@@ -217,7 +205,7 @@ def test_a_row_reclaimed_after_its_worker_died_is_not_reserved_twice(sandbox, se
     assert (row.status, row.quota_units) == (Status.SENDING, 2)
 
     with time_machine.travel(start + dt.timedelta(seconds=301), tick=False):
-        row = run(row)
+        row = process_one(row)
 
     assert row.status == Status.SENT
     assert row.attempts == 2

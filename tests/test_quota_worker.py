@@ -12,7 +12,7 @@ from django.core.management import call_command
 import django_mailapi
 from django_mailapi import quota
 from django_mailapi.models import FailedSend, OutboundEmail, Status, UsageCounter
-from tests.conftest import Worker, wait_for
+from tests.helpers import Worker, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
 

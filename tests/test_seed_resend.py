@@ -23,8 +23,7 @@ from django.urls import reverse
 from django_mailapi import errors
 from django_mailapi.errors import RetryClass
 from django_mailapi.models import OutboundEmail, Status
-from tests.conftest import Worker, wait_for
-from tests.helpers import FIXTURES
+from tests.helpers import FIXTURES, Worker, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
 
