@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import functools
 import logging
 import re
@@ -22,7 +23,7 @@ from django.utils import timezone
 
 from . import signals, sql
 from .conf import DEFAULTS, MailapiSettings, get_settings
-from .dispatch import TASK_BYTES, dispatch
+from .dispatch import TASK_BYTES, dispatch, schedule
 from .exceptions import (
     ImproperlyConfigured,
     InvalidMessage,
@@ -200,7 +201,7 @@ def serialize_message(message: EmailMessage, provider: str = "") -> Message:
         else:
             raise UnsupportedFeature(f"a {mimetype} alternative part", provider or "API")
 
-    return {
+    payload: Message = {
         "from": _address(from_email, "invalid_from_address", "The from address"),
         "to": _addresses(to, "invalid_recipient", "Recipient"),
         "cc": _addresses(cc, "invalid_recipient", "Cc recipient"),
@@ -212,6 +213,81 @@ def serialize_message(message: EmailMessage, provider: str = "") -> Message:
         "headers": {k: v for k, v in headers.items() if k.lower() not in _DISPLAY_HEADERS},
         "attachments": [_attachment(a, provider) for a in message.attachments],
     }
+    tags = _tags(getattr(message, "tags", None))
+    if tags:
+        payload["tags"] = tags
+    metadata = _metadata(getattr(message, "metadata", None))
+    if metadata:
+        payload["metadata"] = metadata
+    return payload
+
+
+#: What Resend and Sendr accept in a tag's name and value: the common ground.
+_TAG = re.compile(r"[A-Za-z0-9_-]{1,256}\Z")
+
+
+def _tags(value: Any) -> list[str]:
+    """``message.tags``, checked: a list of short ASCII labels."""
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise InvalidMessage(
+            f"message.tags must be a list of strings, not {type(value).__name__}.",
+            code="invalid_tags",
+        )
+    for tag in value:
+        if not isinstance(tag, str) or not _TAG.match(tag):
+            raise InvalidMessage(
+                f"The tag {tag!r} is not 1 to 256 ASCII letters, digits, _ or -.",
+                code="invalid_tags",
+            )
+    return list(dict.fromkeys(value))
+
+
+def _metadata(value: Any) -> dict[str, str]:
+    """``message.metadata``, checked: string keys (labels) to string values."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidMessage(
+            f"message.metadata must be a dict, not {type(value).__name__}.",
+            code="invalid_metadata",
+        )
+    for key, item in value.items():
+        if not isinstance(key, str) or not _TAG.match(key):
+            raise InvalidMessage(
+                f"The metadata key {key!r} is not 1 to 256 ASCII letters, digits, _ or -.",
+                code="invalid_metadata",
+            )
+        if not isinstance(item, str):
+            raise InvalidMessage(
+                f"The metadata value of {key!r} is a {type(item).__name__}, not a string.",
+                code="invalid_metadata",
+            )
+        _check_header_text(item, f"The metadata value of {key!r}")
+    return dict(value)
+
+
+#: How far ahead ``message.send_at`` may be.
+MAX_SCHEDULE = dt.timedelta(days=365)
+
+
+def send_at_of(message: Any, now: dt.datetime) -> dt.datetime | None:
+    """``message.send_at``, checked: an aware datetime at most a year ahead (or None)."""
+    value = getattr(message, "send_at", None)
+    if value is None:
+        return None
+    if not isinstance(value, dt.datetime) or timezone.is_naive(value):
+        raise InvalidMessage(
+            f"message.send_at must be a timezone-aware datetime, not {value!r}.",
+            code="invalid_send_at",
+        )
+    if value - now > MAX_SCHEDULE:
+        raise InvalidMessage(
+            f"message.send_at is {value.isoformat()}, more than a year ahead.",
+            code="invalid_send_at",
+        )
+    return value
 
 
 #: Options that only shape what the web process writes. Every other option is read
@@ -282,6 +358,8 @@ class EmailBackend(BaseEmailBackend):
         # Every message is checked and serialized before anything is written, so a bad
         # one refuses the whole call (fail_silently=False) with nothing queued.
         parts: list[tuple[str, Message]] = []
+        #: Per part: the message it came from, its send_at, the recipients it replaced.
+        extras: list[tuple[EmailMessage, dt.datetime | None, str]] = []
         rejected: list[tuple[OutboundEmail, MailapiError]] = []
         accepted = 0
         # Checks what the API can never accept (sizes, a `to`), as the worker will again.
@@ -289,10 +367,14 @@ class EmailBackend(BaseEmailBackend):
             provider_class, api_key="", base_url=conf.BASE_URL, timeout=conf.TIMEOUT
         )
         for message in email_messages:
+            message.mailapi_id = None  # type: ignore[attr-defined]
             try:
                 org = resolve_org(message, conf)
+                send_at = send_at_of(message, now)
+                original, payloads = self._parts(message, checker, conf.OVERRIDE_RECIPIENTS)
                 # One row per part: APIs that take one recipient per call (Emitlo) split.
-                parts.extend((org, part) for part in self._parts(message, checker))
+                parts.extend((org, part) for part in payloads)
+                extras.extend((message, send_at, original) for _ in payloads)
                 accepted += 1
             except MailapiError as exc:
                 if not self.fail_silently:
@@ -325,27 +407,42 @@ class EmailBackend(BaseEmailBackend):
         # emails are on their way while the rest are still being written. Inside it,
         # every chunk waits for the caller's commit, as the whole call does.
         using = router.db_for_write(OutboundEmail)
+        offset = 0
         for chunk in chunks:
-            rows = [self._row(org, provider, now, part) for org, part in chunk]
+            mine = extras[offset : offset + len(chunk)]
+            offset += len(chunk)
+            rows = [
+                self._row(org, provider, now, part, send_at, original)
+                for (org, part), (_message, send_at, original) in zip(chunk, mine, strict=True)
+            ]
             with transaction.atomic(using=using):
                 sql.insert(OutboundEmail, rows)
                 signals.message_queued.send(sender=OutboundEmail, emails=rows)
-                transaction.on_commit(
-                    functools.partial(dispatch, [row.pk for row in rows], conf, len(rows)),
-                    using=using,
-                )
+                transaction.on_commit(functools.partial(_publish, rows, conf, now), using=using)
+            for row, (message, _send_at, _original) in zip(rows, mine, strict=True):
+                if getattr(message, "mailapi_id", None) is None:
+                    message.mailapi_id = row.pk  # type: ignore[attr-defined]
         return accepted
 
     @staticmethod
-    def _parts(message: EmailMessage, checker: Provider) -> list[Message]:
-        """The outbox payloads for ``message``, each checked as the provider will check it.
+    def _parts(
+        message: EmailMessage, checker: Provider, override: list[str] | None = None
+    ) -> tuple[str, list[Message]]:
+        """The outbox payloads for ``message``, each checked as the provider will check it,
+        and (with OVERRIDE_RECIPIENTS) the recipients the override replaced.
 
         Whatever the input, this raises nothing but ``InvalidMessage`` (or another
         ``MailapiError`` with a code): a message Python's email package cannot take
         apart is refused like any other bad message, never a traceback.
         """
+        original = ""
         try:
-            parts = type(checker).split(serialize_message(message, checker.name))
+            payload = serialize_message(message, checker.name)
+            if override:
+                asked = (*payload["to"], *payload["cc"], *payload["bcc"])
+                original = ", ".join(dict.fromkeys(asked))
+                payload = {**payload, "to": list(override), "cc": [], "bcc": []}
+            parts = type(checker).split(payload)
             for part in parts:
                 checker.validate(part)
         except SendError as exc:  # validate's local codes: too large, too many, no `to`
@@ -357,9 +454,17 @@ class EmailBackend(BaseEmailBackend):
                 f"The message could not be read ({type(exc).__name__}: {str(exc)[:200]}).",
                 code="invalid_content",
             ) from None
-        return parts
+        return original, parts
 
-    def _row(self, org: str, provider: str, now: Any, payload: Message) -> OutboundEmail:
+    def _row(
+        self,
+        org: str,
+        provider: str,
+        now: dt.datetime,
+        payload: Message,
+        send_at: dt.datetime | None = None,
+        original: str = "",
+    ) -> OutboundEmail:
         recipients = payload["to"] + payload["cc"] + payload["bcc"]
         return OutboundEmail(
             org=org,
@@ -372,7 +477,11 @@ class EmailBackend(BaseEmailBackend):
             recipient_count=len(recipients),
             payload_bytes=payload_bytes(payload),
             subject=payload["subject"],
-            next_attempt_at=now,
+            tags=payload.get("tags", []),
+            metadata=payload.get("metadata", {}),
+            send_at=send_at,
+            original_recipients=original,
+            next_attempt_at=max(now, send_at) if send_at else now,
             created_at=now,
             updated_at=now,
         )
@@ -399,6 +508,20 @@ class EmailBackend(BaseEmailBackend):
             updated_at=now,
         )
         return row, error
+
+
+def _publish(rows: Sequence[OutboundEmail], conf: MailapiSettings, now: dt.datetime) -> None:
+    """After commit: a task for the rows due now; for scheduled ones, a delayed task per
+    send time when the wait is short enough (MAX_ETA_SECONDS), else the sweeper's."""
+    due = [row.pk for row in rows if not row.send_at or row.send_at <= now]
+    if due:
+        dispatch(due, conf, len(due))
+    later: dict[dt.datetime, list[int]] = {}
+    for row in rows:
+        if row.send_at and row.send_at > now:
+            later.setdefault(row.send_at, []).append(row.pk)
+    for when, pks in later.items():
+        schedule(pks, conf, (when - timezone.now()).total_seconds())
 
 
 def _recipient_count(payload: Message) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Info, Tags, Warning, register
 
 from .conf import DEFAULTS, SETTINGS, mailer_options
 from .ratelimit import is_shared
@@ -33,7 +33,9 @@ class Rule:
     test: Callable[[Mapping[str, Any]], tuple[str, str] | None]
 
     @property
-    def level(self) -> type[Error] | type[Warning]:
+    def level(self) -> type[Error] | type[Warning] | type[Info]:
+        if self.id.startswith("mailapi.I"):
+            return Info
         return Warning if self.id.startswith("mailapi.W") else Error
 
 
@@ -74,6 +76,17 @@ def _lease_shorter_than_a_request(config: Mapping[str, Any]) -> tuple[str, str] 
     )
 
 
+def _recipients_overridden(config: Mapping[str, Any]) -> tuple[str, str] | None:
+    override = config.get("OVERRIDE_RECIPIENTS")
+    if not override or not SETTINGS["OVERRIDE_RECIPIENTS"].valid(override):
+        return None
+    return (
+        "MAILAPI['OVERRIDE_RECIPIENTS'] is set: every email goes to "
+        f"{', '.join(override)} instead of its own recipients.",
+        "Right for a staging server; remove it before this configuration mails real people.",
+    )
+
+
 def _unknown_keys(config: Mapping[str, Any]) -> tuple[str, str] | None:
     unknown = sorted(set(config) - set(SETTINGS) - NOT_SETTINGS)
     if not unknown:
@@ -106,6 +119,12 @@ RULES = (
         "`LEASE_SECONDS` is shorter than one request may take (`TIMEOUT` + 5 s), so a "
         "second worker could take an email while its request is on the way",
         _lease_shorter_than_a_request,
+    ),
+    Rule(
+        "mailapi.I001",
+        "`OVERRIDE_RECIPIENTS` is set, so no email reaches its own recipients (right for "
+        "staging, not for production)",
+        _recipients_overridden,
     ),
 )
 

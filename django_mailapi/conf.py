@@ -86,6 +86,18 @@ def _is_provider(value: Any) -> bool:
 
 
 # --- how a value is read ---------------------------------------------------------------
+def _is_address_list(value: Any) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(item, str) and "@" in item for item in value)
+    )
+
+
+def _addresses(value: Any) -> list[str] | None:
+    return [str(item) for item in value] if value else None
+
+
 def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
@@ -423,15 +435,27 @@ class MailapiSettings:
         hint="Remove it to use the default (900.0).",
     )
     MAX_ETA_SECONDS = Setting(
-        3000,
+        1500,
         read=int,
         type="int",
         doc="longer waits are left to the sweeper instead of a Celery countdown (kept under "
-        "the broker's visibility timeout)",
+        "the broker's redelivery limits: Redis's visibility timeout, RabbitMQ's 30-minute "
+        "consumer_timeout)",
         check_id="mailapi.E021",
         valid=_is_positive_int,
         expect="a positive whole number of seconds",
-        hint="Remove it to use the default (3000).",
+        hint="Remove it to use the default (1500).",
+    )
+    OVERRIDE_RECIPIENTS = Setting(
+        None,
+        read=_addresses,
+        type="list of str",
+        doc="staging: every email goes to these addresses instead (cc and bcc dropped; the "
+        "original recipients stay on the row); `manage.py check` reports it (mailapi.I001)",
+        check_id="mailapi.E024",
+        valid=_optional(_is_address_list),
+        expect="None or a non-empty list of email addresses",
+        hint='Use a list such as ["qa@example.com"], or remove it.',
     )
 
     def __init__(self, overrides: Mapping[str, Any] | None = None, mailer: str = "") -> None:

@@ -2,7 +2,8 @@
 
 ``backend.serialize_message`` builds it from a Django ``EmailMessage``; it is stored as
 JSON in ``OutboundEmail.payload`` and handed, as loaded from there, to a provider's
-``validate``, ``build_request`` and friends. Every key is always present, and the
+``validate``, ``build_request`` and friends. Every key but ``tags`` and ``metadata`` is
+always present, and the
 values are plain JSON (strings, lists, dicts, None), so what is read back from the
 database is the same shape; code that reads ``payload`` casts it to ``Message``
 where it hands it on.
@@ -28,8 +29,8 @@ class Attachment(TypedDict):
 
 
 # The functional syntax, because "from" is a keyword.
-Message = TypedDict(
-    "Message",
+_Message = TypedDict(
+    "_Message",
     {
         # Addresses as Django users write them: "Name <addr>" or "addr".
         "from": str,
@@ -46,6 +47,15 @@ Message = TypedDict(
         "attachments": list[Attachment],
     },
 )
+
+
+class Message(_Message, total=False):
+    """The message; the keys below are present only when the sender set them."""
+
+    #: ``message.tags``: labels for the provider's dashboard and webhooks.
+    tags: list[str]
+    #: ``message.metadata``: string keys and values that link the email to your data.
+    metadata: dict[str, str]
 
 
 def payload_bytes(message: Message) -> int:

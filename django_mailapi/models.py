@@ -153,6 +153,13 @@ class OutboundEmail(models.Model):
     recipient_count = models.PositiveIntegerField(default=0)
     #: Bodies and base64 attachments, in bytes (message.payload_bytes): bounds a task.
     payload_bytes = models.PositiveIntegerField(default=0)
+    #: ``message.tags`` and ``message.metadata`` (also in the payload, for the provider).
+    tags = models.JSONField(default=list, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    #: ``message.send_at``: not sent before then (next_attempt_at starts there).
+    send_at = models.DateTimeField(null=True, blank=True)
+    #: The recipients the application asked for, when OVERRIDE_RECIPIENTS replaced them.
+    original_recipients = models.TextField(blank=True, default="")
     subject = models.TextField(blank=True, default="")
     provider_message_id = models.CharField(max_length=255, blank=True, default="")
     attempts = models.PositiveIntegerField(default=0)

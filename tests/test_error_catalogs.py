@@ -244,6 +244,9 @@ def test_mailapi_catalog_has_the_local_codes() -> None:
         "batch_member_refused": RetryClass.PERMANENT,
         "provider_mismatch": RetryClass.PERMANENT,
         "missing_to_recipient": RetryClass.PERMANENT,
+        "invalid_tags": RetryClass.PERMANENT,
+        "invalid_metadata": RetryClass.PERMANENT,
+        "invalid_send_at": RetryClass.PERMANENT,
     }
     assert {entry.code: entry.retry for entry in catalog} == expected
     assert all(entry.http_status is None for entry in catalog)

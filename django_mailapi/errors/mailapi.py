@@ -149,6 +149,27 @@ CATALOG = Catalog(
             "from your application.",
         ),
         _entry(
+            "invalid_tags",
+            "message.tags is not a list of short strings the provider accepts.",
+            "Give message.tags as a list of strings of ASCII letters, digits, underscores "
+            "and dashes, at most 256 characters each (what Resend and Sendr accept), and "
+            "send the email again.",
+        ),
+        _entry(
+            "invalid_metadata",
+            "message.metadata is not a dict of string keys and string values the provider accepts.",
+            "Give message.metadata as a dict whose keys and values are strings (keys of "
+            "ASCII letters, digits, underscores and dashes, at most 256 characters; turn "
+            "numbers into strings yourself), and send the email again.",
+        ),
+        _entry(
+            "invalid_send_at",
+            "message.send_at is not an aware datetime within a year from now.",
+            "Give message.send_at as a timezone-aware datetime (django.utils.timezone.now() "
+            "plus a timedelta, for one) no more than 365 days ahead, and send the email "
+            "again. A time in the past sends at once.",
+        ),
+        _entry(
             "missing_to_recipient",
             "The provider's API needs at least one address in to, and this email has only "
             "cc or bcc recipients.",

@@ -130,6 +130,9 @@ class Provider:
     max_batch: ClassVar[int] = 1
     #: Most recipients (to + cc + bcc) one API call accepts; None = no local check.
     max_recipients: ClassVar[int | None] = None
+    #: Whether the API carries ``message.tags`` and ``message.metadata``, as one list of
+    #: ``{"name", "value"}`` pairs (see ``wire_tags``). Where it cannot they are refused.
+    carries_tags: ClassVar[bool] = False
     #: Whether the API needs an address in ``to`` (cc or bcc alone are then refused when
     #: the message is queued). APIs taking one recipient per call split first, so their
     #: parts always have one.
@@ -183,6 +186,19 @@ class Provider:
                 "missing_to_recipient",
                 f"The {self.name} API needs at least one address in to; this email has "
                 "only cc or bcc recipients.",
+            )
+        tags, metadata = message.get("tags") or [], message.get("metadata") or {}
+        if (tags or metadata) and not self.carries_tags:
+            raise self.local_error(
+                "unsupported_feature",
+                f"The {self.name} provider cannot carry tags or metadata.",
+            )
+        clash = sorted(set(tags) & set(metadata))
+        if clash:
+            raise self.local_error(
+                "invalid_tags",
+                f"{', '.join(clash)} is both a tag and a metadata key; the {self.name} API "
+                "carries both as one list of name/value tags.",
             )
         count = len(message["to"]) + len(message["cc"]) + len(message["bcc"])
         if self.max_recipients is not None and count > self.max_recipients:
@@ -378,6 +394,16 @@ class Provider:
             retry_after=retry_after(response.headers),
             request_id=response.headers.get("x-request-id", ""),
         )
+
+
+def wire_tags(message: Message) -> list[dict[str, str]]:
+    """``metadata`` and ``tags`` as one list of ``{"name", "value"}`` pairs, the shape
+    Resend and Sendr take: each metadata entry as itself, each tag as ``{tag: "true"}``
+    (tag names are unique, so the webhook's tag object keeps every one)."""
+    metadata = message.get("metadata") or {}
+    pairs = [{"name": key, "value": value} for key, value in metadata.items()]
+    pairs += [{"name": tag, "value": "true"} for tag in message.get("tags") or []]
+    return pairs
 
 
 def attachment_filename(attachment: Attachment, index: int) -> str:

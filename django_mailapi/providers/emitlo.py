@@ -65,6 +65,7 @@ class EmitloProvider(Provider):
                 f"{count} recipients; Emitlo sends to one recipient per message (the outbox "
                 "normally stores one email per recipient for it).",
             )
+        super().validate(message)  # tags and metadata, which Emitlo has no field for
         size = len(message_body(message).encode("utf-8"))
         for attachment in message["attachments"]:
             if attachment["size"] > self.max_attachment_bytes:

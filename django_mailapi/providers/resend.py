@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from ..exceptions import SendError
 from ..message import Attachment, Message
-from .base import ApiRequest, ApiResponse, Provider, retry_after
+from .base import ApiRequest, ApiResponse, Provider, retry_after, wire_tags
 
 
 class ResendProvider(Provider):
@@ -16,6 +16,7 @@ class ResendProvider(Provider):
     max_recipients: ClassVar[int | None] = 50  # the documented cap on `to`; applied to all 3
     max_message_bytes: ClassVar[int | None] = 40 * 1024 * 1024  # after base64, as Resend counts
     max_batch: ClassVar[int] = 100
+    carries_tags: ClassVar[bool] = True
 
     def validate(self, message: Message) -> None:
         super().validate(message)
@@ -45,6 +46,8 @@ class ResendProvider(Provider):
             body["headers"] = message["headers"]
         if message["attachments"]:
             body["attachments"] = [_attachment(a) for a in message["attachments"]]
+        if message.get("tags") or message.get("metadata"):
+            body["tags"] = wire_tags(message)
         return body
 
     def build_request(self, message: Message, idempotency_key: str) -> ApiRequest:

@@ -33,6 +33,7 @@ from .base import (
     attachment_filename,
     error_object,
     retry_after,
+    wire_tags,
 )
 
 _X_HEADER = re.compile(r"^[Xx]-[A-Za-z0-9-]+$")
@@ -49,6 +50,7 @@ class SendrProvider(Provider):
     #: "typically 40 MB (including attachments)" says the docs page; base64 counted.
     max_message_bytes = 40 * MB
     max_batch = 100
+    carries_tags = True
 
     # --- checks ------------------------------------------------------------------------
     def validate(self, message: Message) -> None:
@@ -105,6 +107,8 @@ class SendrProvider(Provider):
             body["headers"] = self._headers(message["headers"], in_batch=in_batch)
         if message["attachments"]:
             body["attachments"] = [_attachment(a, i) for i, a in enumerate(message["attachments"])]
+        if message.get("tags") or message.get("metadata"):
+            body["tags"] = wire_tags(message)
         return body
 
     def _headers(self, headers: dict[str, str], *, in_batch: bool) -> dict[str, str]:
