@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Info, Tags, Warning, register
+from django.urls import reverse
 
 from .conf import DEFAULTS, SETTINGS, mailer_options
 from .ratelimit import is_shared
@@ -31,6 +32,9 @@ class Rule:
     summary: str
     #: Given the raw config, the message and hint of what is wrong, or None.
     test: Callable[[Mapping[str, Any]], tuple[str, str] | None]
+    #: False for a rule about the project as a whole, reported once and not again for
+    #: each MAILERS entry.
+    per_mailer: bool = True
 
     @property
     def level(self) -> type[Error] | type[Warning] | type[Info]:
@@ -87,6 +91,21 @@ def _recipients_overridden(config: Mapping[str, Any]) -> tuple[str, str] | None:
     )
 
 
+def _webhooks_without_secret(config: Mapping[str, Any]) -> tuple[str, str] | None:
+    if config.get("WEBHOOK_SECRET"):
+        return None
+    try:
+        path = reverse("mailapi-webhook", kwargs={"provider": "resend"})
+    except Exception:  # not mounted (NoReverseMatch), or a URLconf Django reports itself
+        return None
+    return (
+        f"django_mailapi.urls is mounted (webhooks at {path}) but MAILAPI['WEBHOOK_SECRET'] "
+        "is not set, so every delivery event is answered 404 and none is recorded.",
+        "Set MAILAPI['WEBHOOK_SECRET'] to the signing secret your provider shows for the "
+        "endpoint (e.g. env('MAILAPI_WEBHOOK_SECRET')), or remove the include.",
+    )
+
+
 def _unknown_keys(config: Mapping[str, Any]) -> tuple[str, str] | None:
     unknown = sorted(set(config) - set(SETTINGS) - NOT_SETTINGS)
     if not unknown:
@@ -121,6 +140,13 @@ RULES = (
         _lease_shorter_than_a_request,
     ),
     Rule(
+        "mailapi.W004",
+        "`django_mailapi.urls` is mounted but `WEBHOOK_SECRET` is not set, so every delivery "
+        "event is answered 404",
+        _webhooks_without_secret,
+        per_mailer=False,
+    ),
+    Rule(
         "mailapi.I001",
         "`OVERRIDE_RECIPIENTS` is set, so no email reaches its own recipients (right for "
         "staging, not for production)",
@@ -132,7 +158,9 @@ RULES = (
 NOT_A_DICT = ("mailapi.E000", "`MAILAPI` is not a dict")
 
 
-def check_config(config: Mapping[str, Any], where: str) -> list[CheckMessage]:
+def check_config(
+    config: Mapping[str, Any], where: str, *, mailer: bool = False
+) -> list[CheckMessage]:
     """Every problem with one configuration (MAILAPI, or MAILAPI merged with OPTIONS)."""
     messages: list[CheckMessage] = []
     for setting in SETTINGS.values():
@@ -140,6 +168,8 @@ def check_config(config: Mapping[str, Any], where: str) -> list[CheckMessage]:
         if problem is not None:
             messages.append(Error(problem, hint=setting.hint, id=setting.check_id, obj=where))
     for rule in RULES:
+        if mailer and not rule.per_mailer:
+            continue
         found = rule.test(config)
         if found is not None:
             message, hint = found
@@ -176,7 +206,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             continue
         merged = dict(raw)
         merged.update({k.upper(): v for k, v in mailer_options(alias).items()})
-        for message in check_config(merged, f"settings.MAILERS[{alias!r}]"):
+        for message in check_config(merged, f"settings.MAILERS[{alias!r}]", mailer=True):
             if message not in messages:
                 messages.append(message)
     return messages

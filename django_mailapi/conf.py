@@ -114,6 +114,25 @@ def _url(value: Any) -> str | None:
     return str(value).rstrip("/") if value else None
 
 
+def _is_secret_or_secrets(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(value)
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(item, str) and item for item in value)
+    )
+
+
+def _secrets(value: Any) -> list[str]:
+    """WEBHOOK_SECRET as a list: one secret, several, or none."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(item) for item in value if item]
+
+
 def _batch_size(value: Any) -> int:
     return max(1, int(value))
 
@@ -390,6 +409,29 @@ class MailapiSettings:
         valid=_is_bool,
         expect="a boolean",
         hint="Use True or False.",
+    )
+    WEBHOOK_SECRET = Setting(
+        None,
+        read=_secrets,
+        type="str / list of str",
+        doc="the signing secret(s) of your providers' webhooks (Resend's `whsec_…`); a "
+        "request is accepted if any one verifies it; `None` = the webhook endpoints answer 404",
+        check_id="mailapi.E025",
+        valid=_optional(_is_secret_or_secrets),
+        expect="`None`, a non-empty string or a list of non-empty strings",
+        hint="Set it to the signing secret your provider shows for the endpoint, read from "
+        "the environment (e.g. env('MAILAPI_WEBHOOK_SECRET')); a list while rotating.",
+    )
+    WEBHOOK_TOLERANCE_SECONDS = Setting(
+        300,
+        read=int,
+        type="int",
+        doc="how far a webhook's signed timestamp may be from now, either way, before the "
+        "request is refused (401)",
+        check_id="mailapi.E026",
+        valid=_is_positive_int,
+        expect="a positive whole number of seconds",
+        hint="Remove it to use the default (300, as Svix's own libraries use).",
     )
     LEASE_SECONDS = Setting(
         30,

@@ -85,3 +85,25 @@ class SendError(MailapiError):
         self.retry_after = retry_after
         #: True when the code is from our own "mailapi" catalog, not the API's.
         self.local = local
+
+
+class WebhookError(MailapiError, ValueError):
+    """A webhook request that is not recorded. ``status`` is the HTTP status it gets."""
+
+    code = "webhook_error"
+    status = 400
+
+
+class WebhookSignatureError(WebhookError):
+    """Not verified: no signature or a wrong one, no secret that fits, or a signed time
+    outside ``WEBHOOK_TOLERANCE_SECONDS``. Answered 401; nothing is stored."""
+
+    code = "webhook_signature"
+    status = 401
+
+
+class WebhookPayloadError(WebhookError):
+    """Verified, but the body is not the provider's event shape. Answered 400."""
+
+    code = "webhook_payload"
+    status = 400

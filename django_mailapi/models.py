@@ -136,6 +136,18 @@ class OutboundEmailQuerySet(BrowsableQuerySet["OutboundEmail"]):
 CANCELLABLE = (Status.QUEUED, Status.DEFERRED, Status.FAILED)
 
 
+class DeliveryStatus(models.TextChoices):
+    """What the provider reported after accepting an email (``delivery_status``)."""
+
+    NONE = "", "nothing reported"
+    DELIVERED = "delivered"
+    DELIVERY_DELAYED = "delivery_delayed"
+    SUPPRESSED = "suppressed"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
 class OutboundEmail(models.Model):
     """One message on its way to the API."""
 
@@ -162,6 +174,10 @@ class OutboundEmail(models.Model):
     original_recipients = models.TextField(blank=True, default="")
     subject = models.TextField(blank=True, default="")
     provider_message_id = models.CharField(max_length=255, blank=True, default="")
+    #: What happened after the API accepted it, from delivery events (see events.py).
+    delivery_status = models.CharField(
+        max_length=20, choices=DeliveryStatus.choices, blank=True, default=DeliveryStatus.NONE
+    )
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     leased_until = models.DateTimeField(null=True, blank=True)
@@ -205,6 +221,17 @@ class OutboundEmail(models.Model):
             ),
             models.Index(fields=["provider", "status"], name="mailapi_email_provider"),
             models.Index(fields=["-created_at", "-id"], name="mailapi_email_created"),
+            # Delivery events find their email by the API's id.
+            models.Index(
+                fields=["provider_message_id"],
+                condition=models.Q(provider_message_id__gt=""),
+                name="mailapi_email_message_id",
+            ),
+            models.Index(
+                fields=["delivery_status", "-created_at"],
+                condition=models.Q(delivery_status__gt=""),
+                name="mailapi_email_delivery",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(fields=["idempotency_key"], name="mailapi_email_idempotency")
@@ -274,6 +301,91 @@ class FailedSend(models.Model):
     @property
     def retry_class(self) -> str:
         return resolve(self.source, self.error_code, self.http_status, self.message).retry.value
+
+
+class EventType(models.TextChoices):
+    """Normalized delivery event types (``providers.base.EVENT_TYPES``)."""
+
+    SENT = "sent"
+    DELIVERED = "delivered"
+    DELIVERY_DELAYED = "delivery_delayed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    OPENED = "opened"
+    CLICKED = "clicked"
+    UNSUBSCRIBED = "unsubscribed"
+    SCHEDULED = "scheduled"
+    UNKNOWN = "unknown"
+
+
+class DeliveryEventQuerySet(BrowsableQuerySet["DeliveryEvent"]):
+    def unmatched(self) -> DeliveryEventQuerySet:
+        """Events not (yet) tied to an email: its id may not have been recorded yet."""
+        return self.filter(email__isnull=True)
+
+
+class DeliveryEvent(models.Model):
+    """One event a provider reported about an email it had accepted (a webhook).
+
+    Stored once per (provider, provider_event_id). ``email`` is null while no email
+    with the event's ``provider_message_id`` is known; the event is matched when that
+    email's send is recorded.
+    """
+
+    email = models.ForeignKey(
+        OutboundEmail,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="events",
+        # The (email, occurred_at) index below serves the foreign key too.
+        db_index=False,
+    )
+    #: The email's org once matched; "" while unmatched.
+    org = models.CharField(max_length=100, blank=True, default="")
+    provider = models.CharField(max_length=200)
+    #: Svix's svix-id, Emitlo's delivery id, an id in the body, or the body's SHA-256.
+    provider_event_id = models.CharField(max_length=255)
+    provider_message_id = models.CharField(max_length=255, blank=True, default="")
+    type = models.CharField(max_length=20, choices=EventType.choices)
+    #: The address(es) the event is about, comma-separated.
+    recipient = models.TextField(blank=True, default="")
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(default=timezone.now)
+    #: raw_type, bounce_type, reason, link, ... (see providers.base.DeliveryReport).
+    details = models.JSONField(default=dict, blank=True)
+
+    objects = DeliveryEventQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "delivery event"
+        ordering = ("-received_at", "-id")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "provider_event_id"], name="mailapi_event_unique"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["email", "occurred_at"], name="mailapi_event_email"),
+            models.Index(
+                fields=["provider", "provider_message_id"],
+                condition=models.Q(email__isnull=True),
+                name="mailapi_event_unmatched",
+            ),
+            models.Index(fields=["-received_at", "-id"], name="mailapi_event_received"),
+            models.Index(fields=["type", "-received_at"], name="mailapi_event_type"),
+            models.Index(fields=["provider", "-received_at"], name="mailapi_event_provider"),
+            models.Index(fields=["org", "-received_at"], name="mailapi_event_org"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.type} for {self.provider_message_id or '?'}"
+
+    @property
+    def recipients(self) -> list[str]:
+        return [item for item in self.recipient.split(", ") if item]
 
 
 class OrgQuota(models.Model):

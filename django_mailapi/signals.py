@@ -8,6 +8,12 @@
   attempt failed; ``failure.will_retry`` says whether another attempt is planned.
 - ``quota_exceeded(sender=OutboundEmail, email=OutboundEmail, org=str, code=str)``: an
   org was over its daily or monthly quota (ours or the provider's).
+- ``delivery_event(sender=DeliveryEvent, event=DeliveryEvent, email=OutboundEmail | None)``:
+  a provider's delivery event was stored (in the web process that took the webhook), with
+  its email once matched and ``email.delivery_status`` already updated. An event stored
+  before its email's id was recorded is sent with ``email=None`` and again, with the
+  email, when it is matched (in the worker that recorded the send). Not sent for
+  duplicates.
 """
 
 from django.dispatch import Signal
@@ -16,3 +22,4 @@ message_queued = Signal()
 message_sent = Signal()
 send_failed = Signal()
 quota_exceeded = Signal()
+delivery_event = Signal()

@@ -209,5 +209,52 @@ CATALOG = Catalog(
             "Someone cancelled it from the admin or a command; nothing needs fixing. If it "
             "should go out after all, send it again from your application.",
         ),
+        # After acceptance: the provider's delivery events (webhooks). The email was sent
+        # (status "sent"); these say it did not arrive. Never retried by django-mailapi.
+        _entry(
+            "hard_bounce",
+            "The receiving mail server refused the email for good: the address does not "
+            "exist or cannot receive mail.",
+            "Do not mail this address again: correct it if it is a typo, or ask the "
+            "recipient for another. Resend and Emitlo add hard-bounced addresses to their "
+            "own suppression lists, and every further send to one counts against your "
+            "sending reputation. The failed send's message holds the server's reason.",
+        ),
+        _entry(
+            "soft_bounce",
+            "The email bounced for a reason that may pass (mailbox full, message too large, "
+            "server unavailable), or the provider could not tell which kind of bounce.",
+            "The provider has already tried for a while before reporting it, and "
+            "django-mailapi does not resend it. Read the reason in the message: for a full "
+            "mailbox or a busy server, send again later; for a message too large, make it "
+            "smaller. An address that keeps soft-bouncing should be treated as a hard bounce.",
+        ),
+        _entry(
+            "complaint",
+            "The recipient marked the email as spam.",
+            "Send this recipient nothing more unless they ask for it: take them off every "
+            "list that is not transactional, and make unsubscribing easy. Providers watch "
+            "complaint rates and suspend senders whose rate climbs; Resend and Emitlo "
+            "suppress the address.",
+        ),
+        _entry(
+            "suppressed",
+            "The provider did not send the email: the address is on its suppression list "
+            "after an earlier bounce or spam complaint.",
+            "The reason (for Resend: previous_bounce or previous_complaint) is in the "
+            "message. Check the address with the recipient; only if it works again, remove "
+            "it from the provider's suppression list (its dashboard), then send again from "
+            "your application.",
+        ),
+        _entry(
+            "delivery_failed",
+            "The provider accepted the email, then failed to send it (Resend's email.failed: "
+            "for example reached_daily_quota, an invalid recipient, or a domain or API key "
+            "problem).",
+            "Read the reason in the message. reached_daily_quota: wait for the provider's "
+            "quota to reset or raise your plan (and set DAILY_LIMIT below it); a domain or "
+            "key problem: fix it in the provider's dashboard. Then send the email again from "
+            "your application; mailapi_retry does not resend an email the API accepted.",
+        ),
     ],
 )

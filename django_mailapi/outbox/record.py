@@ -17,7 +17,7 @@ from typing import Any
 from django.db import router, transaction
 from django.utils import timezone
 
-from .. import quota, signals, sql
+from .. import events, quota, signals, sql
 from ..conf import MailapiSettings
 from ..dispatch import schedule
 from ..exceptions import ImproperlyConfigured, MailapiError, SendError
@@ -112,6 +112,8 @@ def record_sent(
             for name, value in shared.items():
                 setattr(row, name, value)
             signals.message_sent.send(sender=OutboundEmail, email=row)
+    # Delivery events can arrive before the send is recorded; they wait for these ids.
+    events.match_sent([row for row, _ in sent if row.pk in changed])
     return len(changed)
 
 

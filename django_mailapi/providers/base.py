@@ -64,17 +64,60 @@ An attachment with a ``content_id`` is an inline image referenced as ``cid:<id>`
 
 Instances are reused by one thread for many messages, so keep per-request state out
 of ``self``. ``self.session`` is a ``requests.Session`` that keeps connections open.
+
+Delivery events (webhooks)
+--------------------------
+
+A provider whose API reports what happened after it accepted an email (delivered,
+bounced, complained, ...) takes part in ``django_mailapi.urls``
+(``POST webhooks/<name>/``) by writing two class methods. Both are class methods
+because a webhook arrives with no API key, base URL or org: only the request and
+``MAILAPI["WEBHOOK_SECRET"]``. Both must be safe on any input; whatever they raise
+other than the two errors below is a bug, and the view answers 400 all the same.
+
+``verify_webhook(request, secrets, tolerance) -> None``
+    Decide, from the raw bytes of ``request.body`` and the headers, whether one of
+    ``secrets`` signed it; raise ``WebhookSignatureError`` (answered 401, nothing
+    stored) if none did, if the signature is missing, or if the signed timestamp is more
+    than ``tolerance`` seconds from ``request.received_at`` either way. Compare with
+    ``hmac.compare_digest``, never ``==``. Do not parse JSON before the signature is
+    checked. ``django_mailapi.providers.signatures`` has the two schemes in use:
+    ``verify_svix`` (Svix / Standard Webhooks: Resend) and ``verify_hex_hmac`` (a hex
+    HMAC-SHA256 of the body: Sendr, Emitlo). A secret that cannot be one of yours (say,
+    not base64 where Svix needs it) is skipped, since ``secrets`` may hold the secrets
+    of several providers.
+
+``parse_webhook(request) -> [DeliveryReport, ...]``
+    Only called after ``verify_webhook`` passed. Read the body into normalized reports
+    (below), or raise ``WebhookPayloadError`` (answered 400) when it is not your API's
+    event shape at all. An event type you do not know is not an error: report it as
+    ``"unknown"`` with the raw type in ``details["raw_type"]``, so the provider gets its
+    2xx and keeps the endpoint enabled.
+
+A ``DeliveryReport`` carries: ``event_id`` (the provider's id for this event, the same
+on every redelivery: Svix's ``svix-id``, a delivery id header, an id in the body, or
+else ``body_digest(request.body)``; it is unique per provider and makes redeliveries
+no-ops; a request carrying several events must give each its own), ``type`` (one of
+``EVENT_TYPES``), ``message_id`` (the API's id of the email, what ``parse_success``
+returned; events are matched to emails by it), ``recipients`` (the addresses the event
+is about), ``occurred_at`` (aware datetime, or None for "when it arrived") and
+``details`` (JSON-safe: ``raw_type``, and where known ``bounce_type`` (``"hard"``,
+``"soft"`` or ``"undetermined"``), ``reason``, ``link``, ...).
+A bounce's ``bounce_type`` decides its failure code: ``hard_bounce`` or
+``soft_bounce`` (undetermined counts as soft, so no address is written off on a guess).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
+import hashlib
 import json
 import math
 import mimetypes
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -82,7 +125,11 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from .. import __version__
-from ..exceptions import ImproperlyConfigured, SendError
+from ..exceptions import (
+    ImproperlyConfigured,
+    SendError,
+    WebhookPayloadError,
+)
 from ..message import Attachment, Message
 
 USER_AGENT = f"django-mailapi/{__version__} python-requests/{requests.__version__}"
@@ -117,6 +164,108 @@ class ApiResponse:
     @property
     def text(self) -> str:
         return self.body.decode("utf-8", "replace")
+
+
+#: The normalized types of ``DeliveryReport.type`` (and ``DeliveryEvent.type``).
+EVENT_TYPES: tuple[str, ...] = (
+    "sent",
+    "delivered",
+    "delivery_delayed",
+    "bounced",
+    "complained",
+    "failed",
+    "suppressed",
+    "opened",
+    "clicked",
+    "unsubscribed",
+    "scheduled",
+    "unknown",
+)
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """One webhook request as it arrived: headers (any case), raw body, arrival time."""
+
+    headers: Mapping[str, str]
+    body: bytes
+    #: Unix time of arrival: the "now" that signed timestamps are compared with.
+    received_at: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", CaseInsensitiveDict(self.headers))
+
+    def header(self, *names: str) -> str:
+        """The first of ``names`` present (stripped), else ""."""
+        for name in names:
+            value = self.headers.get(name)
+            if value is not None:
+                return value.strip()
+        return ""
+
+
+@dataclass
+class DeliveryReport:
+    """One event a provider reported about an email, normalized (see the module docs)."""
+
+    event_id: str
+    type: str
+    message_id: str = ""
+    recipients: list[str] = field(default_factory=list)
+    occurred_at: dt.datetime | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def body_digest(body: bytes) -> str:
+    """An event id for APIs that send none: the SHA-256 of the raw body."""
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def json_object(request: WebhookRequest) -> dict[str, Any]:
+    """The body as a JSON object, or ``WebhookPayloadError``."""
+    try:
+        body = json.loads(request.body)
+    except (ValueError, RecursionError):
+        raise WebhookPayloadError("The body is not JSON.") from None
+    if not isinstance(body, dict):
+        raise WebhookPayloadError("The body is not a JSON object.")
+    return body
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    """An ISO 8601 string (``Z`` allowed) or Unix seconds as an aware UTC datetime."""
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return dt.datetime.fromtimestamp(float(value), tz=dt.timezone.utc)
+        if not isinstance(value, str) or not value:
+            return None
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        moment = dt.datetime.fromisoformat(text)
+    except (ValueError, OverflowError, OSError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc)
+
+
+def addresses(value: Any) -> list[str]:
+    """A recipient field (one string or a list of them) as a list of strings."""
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, str) and item]
+    return []
+
+
+def text(value: Any, limit: int = 2000) -> str:
+    """A JSON value as short text ("" for None)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        value = json.dumps(value, ensure_ascii=False)
+    return value[:limit]
 
 
 class Provider:
@@ -230,6 +379,35 @@ class Provider:
             seen.add(bare)
             parts.append({**message, "to": [address], "cc": [], "bcc": []})
         return parts
+
+    # --- delivery events (webhooks); see the module docstring -------------------------
+    @classmethod
+    def verify_webhook(
+        cls, request: WebhookRequest, secrets: Sequence[str], tolerance: float
+    ) -> None:
+        """Raise ``WebhookSignatureError`` unless one of ``secrets`` signed ``request``."""
+        raise cls._missing_webhook("verify_webhook")
+
+    @classmethod
+    def parse_webhook(cls, request: WebhookRequest) -> list[DeliveryReport]:
+        """The events of a verified request, or ``WebhookPayloadError``."""
+        raise cls._missing_webhook("parse_webhook")
+
+    @classmethod
+    def accepts_webhooks(cls) -> bool:
+        """Whether this provider implements both webhook methods."""
+        base = Provider.__dict__
+        return all(
+            getattr(cls, method).__func__ is not base[method].__func__
+            for method in ("verify_webhook", "parse_webhook")
+        )
+
+    @classmethod
+    def _missing_webhook(cls, method: str) -> NotImplementedError:
+        return NotImplementedError(
+            f"{cls.__name__} must implement {method}() to receive delivery events "
+            "(see django_mailapi.providers.base.Provider)"
+        )
 
     # --- provided --------------------------------------------------------------------
     @classmethod
@@ -400,8 +578,9 @@ def wire_tags(message: Message) -> list[dict[str, str]]:
     """``metadata`` and ``tags`` as one list of ``{"name", "value"}`` pairs, the shape
     Resend and Sendr take: each metadata entry as itself, each tag as ``{tag: "true"}``
     (tag names are unique, so the webhook's tag object keeps every one)."""
-    metadata = message.get("metadata") or {}
-    pairs = [{"name": key, "value": value} for key, value in metadata.items()]
+    pairs = [
+        {"name": key, "value": value} for key, value in (message.get("metadata") or {}).items()
+    ]
     pairs += [{"name": tag, "value": "true"} for tag in message.get("tags") or []]
     return pairs
 

@@ -33,16 +33,30 @@ from __future__ import annotations
 import email.utils
 import html
 import re
+from collections.abc import Sequence
 from typing import Any
 
-from ..exceptions import SendError, UnsupportedFeature
+from ..exceptions import (
+    SendError,
+    UnsupportedFeature,
+    WebhookPayloadError,
+    WebhookSignatureError,
+)
 from ..message import Message
+from . import signatures
 from .base import (
     ApiRequest,
     ApiResponse,
+    DeliveryReport,
     Provider,
+    WebhookRequest,
+    addresses,
     attachment_filename,
+    body_digest,
     error_object,
+    json_object,
+    parse_time,
+    text,
 )
 
 MB = 1024 * 1024
@@ -146,6 +160,75 @@ class EmitloProvider(Provider):
         if found is None:
             return self.fallback_error(response)
         return self.envelope_error(response, found)
+
+    # --- delivery events ---------------------------------------------------------------
+    # ``X-Emitlo-Signature: sha256=<hex HMAC-SHA256(raw body, secret)>``, the event in
+    # ``X-Emitlo-Event`` and a delivery id (the event's id) in ``X-Emitlo-Delivery-Id``.
+    # No header carries a signed time, so the body's own ``timestamp`` (inside the signed
+    # bytes) is held to WEBHOOK_TOLERANCE_SECONDS once the signature is good.
+    @classmethod
+    def verify_webhook(
+        cls, request: WebhookRequest, secrets: Sequence[str], tolerance: float
+    ) -> None:
+        signatures.verify_hex_hmac(request, "x-emitlo-signature", secrets)
+        moment = parse_time(json_object(request).get("timestamp"))
+        if moment is None:
+            raise WebhookPayloadError("The event has no readable `timestamp`.")
+        age = request.received_at - moment.timestamp()
+        if abs(age) > tolerance:
+            when = "old" if age > 0 else "in the future"
+            raise WebhookSignatureError(f"The signed timestamp is {abs(age):.0f} s {when}.")
+
+    @classmethod
+    def parse_webhook(cls, request: WebhookRequest) -> list[DeliveryReport]:
+        body = json_object(request)
+        raw_type = body.get("event_type") or request.header("x-emitlo-event")
+        data = body.get("data")
+        if not isinstance(raw_type, str) or not raw_type or not isinstance(data, dict):
+            raise WebhookPayloadError("Not an Emitlo event: no `event_type` and `data` object.")
+        kind, bounce_type = _EVENT_TYPES.get(raw_type, ("unknown", ""))
+        details: dict[str, Any] = {"raw_type": raw_type}
+        if bounce_type:
+            details["bounce_type"] = bounce_type
+        if raw_type in ("hard_bounced", "complained"):
+            # Emitlo puts these addresses on its own suppression list.
+            details["provider_suppressed"] = True
+        for key in ("dsn_status", "reason", "diagnostic", "bounce_reason", "url", "link"):
+            if data.get(key):
+                details[key] = text(data[key])
+        reason = data.get("reason") or data.get("bounce_reason") or data.get("diagnostic")
+        if reason or data.get("dsn_status"):
+            details["reason"] = text(reason or f"DSN {data['dsn_status']}")
+        if "url" in details and "link" not in details:
+            details["link"] = details["url"]
+        if data.get("subject"):
+            details["subject"] = text(data["subject"])
+        message_id = data.get("message_id")
+        return [
+            DeliveryReport(
+                event_id=request.header("x-emitlo-delivery-id") or body_digest(request.body),
+                type=kind,
+                message_id=message_id if isinstance(message_id, str) else "",
+                recipients=addresses(data.get("to_email")),
+                occurred_at=parse_time(body.get("timestamp")),
+                details=details,
+            )
+        ]
+
+
+#: Emitlo's event types (its webhook events reference) -> (our type, bounce type).
+_EVENT_TYPES: dict[str, tuple[str, str]] = {
+    "delivered": ("delivered", ""),
+    "deferred": ("delivery_delayed", ""),
+    "soft_bounced": ("bounced", "soft"),
+    "hard_bounced": ("bounced", "hard"),
+    # Listed among the types a webhook subscribes to, without saying which kind.
+    "bounced": ("bounced", "undetermined"),
+    "complained": ("complained", ""),
+    "opened": ("opened", ""),
+    "clicked": ("clicked", ""),
+    "unsubscribed": ("unsubscribed", ""),
+}
 
 
 def message_body(message: Message) -> str:

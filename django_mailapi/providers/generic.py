@@ -38,6 +38,11 @@ class GenericProvider(ResendProvider):
     max_message_bytes = None
     max_batch = 1  # the API documents no batch endpoint
 
+    @classmethod
+    def accepts_webhooks(cls) -> bool:
+        # The API documents no webhooks; reading Resend's (inherited) would be a guess.
+        return False
+
     def parse_error(self, response: ApiResponse) -> SendError:
         body = response.json()
         found = error_object(body)

@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from ..exceptions import SendError
+from ..exceptions import SendError, WebhookPayloadError
 from ..message import Attachment, Message
-from .base import ApiRequest, ApiResponse, Provider, retry_after, wire_tags
+from . import signatures
+from .base import (
+    ApiRequest,
+    ApiResponse,
+    DeliveryReport,
+    Provider,
+    WebhookRequest,
+    addresses,
+    json_object,
+    parse_time,
+    retry_after,
+    text,
+    wire_tags,
+)
+
+#: Resend's event types (the OpenAPI spec's ``webhooks``), normalized.
+EVENT_TYPES = {
+    "email.sent": "sent",
+    "email.delivered": "delivered",
+    "email.delivery_delayed": "delivery_delayed",
+    "email.bounced": "bounced",
+    "email.complained": "complained",
+    "email.failed": "failed",
+    "email.suppressed": "suppressed",
+    "email.opened": "opened",
+    "email.clicked": "clicked",
+    "email.scheduled": "scheduled",
+}
+#: ``bounce.type`` as Resend sends it (from Amazon SES) -> our bounce type.
+BOUNCE_TYPES = {"Permanent": "hard", "Transient": "soft"}
 
 
 class ResendProvider(Provider):
@@ -85,6 +115,50 @@ class ResendProvider(Provider):
             request_id=response.headers.get("x-request-id", ""),
             retry_after=retry_after(response.headers),
         )
+
+    # --- delivery events: Svix-signed ``{type, created_at, data}`` -------------------
+    @classmethod
+    def verify_webhook(
+        cls, request: WebhookRequest, secrets: Sequence[str], tolerance: float
+    ) -> None:
+        signatures.verify_svix(request, secrets, tolerance)
+
+    @classmethod
+    def parse_webhook(cls, request: WebhookRequest) -> list[DeliveryReport]:
+        body = json_object(request)
+        raw_type, data = body.get("type"), body.get("data")
+        if not isinstance(raw_type, str) or not raw_type or not isinstance(data, dict):
+            raise WebhookPayloadError("Not a Resend event: no `type` string and `data` object.")
+        kind = EVENT_TYPES.get(raw_type, "unknown")
+        details: dict[str, Any] = {"raw_type": raw_type}
+        if kind == "bounced":
+            bounce: dict[str, Any] = data["bounce"] if isinstance(data.get("bounce"), dict) else {}
+            details["bounce_type"] = BOUNCE_TYPES.get(str(bounce.get("type")), "undetermined")
+            details["bounce"] = bounce
+            details["reason"] = text(bounce.get("message") or bounce.get("subType"))
+        for key in ("failed", "suppressed"):
+            found = data.get(key)
+            if kind == key and isinstance(found, dict):
+                details[key] = found
+                details["reason"] = text(found.get("reason") or found.get("message"))
+        click = data.get("click")
+        if isinstance(click, dict):
+            details["link"] = text(click.get("link"))
+        for key in ("subject", "tags", "broadcast_id"):
+            if data.get(key):
+                details[key] = data[key]
+        email_id = data.get("email_id")
+        return [
+            DeliveryReport(
+                # verify_webhook checked that one of the two headers is there.
+                event_id=request.header("svix-id", "webhook-id"),
+                type=kind,
+                message_id=email_id if isinstance(email_id, str) else "",
+                recipients=addresses(data.get("to")),
+                occurred_at=parse_time(body.get("created_at")),
+                details=details,
+            )
+        ]
 
 
 def _attachment(attachment: Attachment) -> dict[str, Any]:

@@ -22,17 +22,27 @@ from __future__ import annotations
 
 import email.utils
 import re
+from collections.abc import Sequence
 from typing import Any
 
-from ..exceptions import SendError, UnsupportedFeature
+from ..exceptions import SendError, UnsupportedFeature, WebhookPayloadError
 from ..message import Attachment, Message
+from . import signatures
 from .base import (
+    EVENT_TYPES,
     ApiRequest,
     ApiResponse,
+    DeliveryReport,
     Provider,
+    WebhookRequest,
+    addresses,
     attachment_filename,
+    body_digest,
     error_object,
+    json_object,
+    parse_time,
     retry_after,
+    text,
     wire_tags,
 )
 
@@ -174,6 +184,57 @@ class SendrProvider(Provider):
     def batchable(cls, message: Message) -> bool:
         # Sendr's batch items carry no attachments and no custom headers.
         return super().batchable(message) and not message["headers"]
+
+    # --- delivery events ---------------------------------------------------------------
+    # Signed with a hex HMAC-SHA256 of the body in ``x-sendry-signature`` (optionally
+    # ``sha256=``), keyed with the secret as text; nothing about time is signed, so
+    # there is no timestamp to check. The payload shape is not published: this reads
+    # ``{type | event, created_at, data: {email_id | id, to, ...}}`` and keeps the rest.
+    @classmethod
+    def verify_webhook(
+        cls, request: WebhookRequest, secrets: Sequence[str], tolerance: float
+    ) -> None:
+        signatures.verify_hex_hmac(request, "x-sendry-signature", secrets)
+
+    @classmethod
+    def parse_webhook(cls, request: WebhookRequest) -> list[DeliveryReport]:
+        body = json_object(request)
+        raw_type = body.get("type") or body.get("event")
+        data = body.get("data")
+        if not isinstance(raw_type, str) or not raw_type or not isinstance(data, dict):
+            raise WebhookPayloadError(
+                "Not a Sendr event: no `type` (or `event`) string and `data` object."
+            )
+        name = raw_type.removeprefix("email.")
+        kind = name if raw_type.startswith("email.") and name in EVENT_TYPES else "unknown"
+        details: dict[str, Any] = {"raw_type": raw_type}
+        if kind == "bounced":
+            bounce = data.get("bounce")
+            found = bounce.get("type") if isinstance(bounce, dict) else data.get("bounce_type")
+            details["bounce_type"] = _BOUNCE_TYPES.get(str(found).lower(), "undetermined")
+            details["reason"] = text(
+                (bounce.get("message") if isinstance(bounce, dict) else None) or data.get("reason")
+            )
+        elif data.get("reason"):
+            details["reason"] = text(data.get("reason"))
+        for key in ("subject", "link", "url", "tags"):
+            if data.get(key):
+                details[key] = data[key]
+        event_id = body.get("id") or body.get("event_id")
+        message_id = data.get("email_id") or data.get("id")
+        return [
+            DeliveryReport(
+                event_id=event_id if isinstance(event_id, str) else body_digest(request.body),
+                type=kind,
+                message_id=message_id if isinstance(message_id, str) else "",
+                recipients=addresses(data.get("to") or data.get("email")),
+                occurred_at=parse_time(body.get("created_at") or data.get("created_at")),
+                details=details,
+            )
+        ]
+
+
+_BOUNCE_TYPES = {"hard": "hard", "permanent": "hard", "soft": "soft", "transient": "soft"}
 
 
 def _attachment(attachment: Attachment, index: int) -> dict[str, Any]:
