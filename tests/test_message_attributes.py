@@ -231,3 +231,32 @@ def test_mailapi_cancel_stops_scheduled_emails_and_says_what_it_left(sandbox):
 def test_mailapi_cancel_needs_a_selection():
     with pytest.raises(CommandError, match="Say which emails to cancel"):
         call_command("mailapi_cancel")
+
+
+# --- the admin -----------------------------------------------------------------------------
+def test_the_admin_shows_scheduled_emails_tags_and_the_override_banner(admin_client, settings):
+    later = timezone.now() + dt.timedelta(days=2)
+    EmailBackend().send_messages(
+        [message("a@x.io", send_at=later, tags=["reminder"]), message("b@x.io", tags=["receipt"])]
+    )
+    scheduled, plain = OutboundEmail.objects.order_by("pk")
+    page = admin_client.get("/admin/django_mailapi/outboundemail/").content.decode()
+    assert "scheduled for" in page and "OVERRIDE_RECIPIENTS" not in page
+
+    tagged = admin_client.get("/admin/django_mailapi/outboundemail/?tag=receipt").content.decode()
+
+    def link(row: OutboundEmail) -> str:
+        return f"/admin/django_mailapi/outboundemail/{row.pk}/change/"
+
+    assert link(plain) in tagged and link(scheduled) not in tagged
+    ahead = admin_client.get("/admin/django_mailapi/outboundemail/?scheduled=ahead")
+    assert link(scheduled) in ahead.content.decode() and link(plain) not in ahead.content.decode()
+
+    settings.MAILAPI = {**settings.MAILAPI, "OVERRIDE_RECIPIENTS": ["qa@example.com"]}
+    for url in (
+        "/admin/django_mailapi/",
+        "/admin/django_mailapi/outboundemail/",
+        f"/admin/django_mailapi/outboundemail/{plain.pk}/change/",
+    ):
+        body = admin_client.get(url).content.decode()
+        assert "OVERRIDE_RECIPIENTS is set: every email goes to qa@example.com" in body, url

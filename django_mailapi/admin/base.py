@@ -23,6 +23,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
+from ..conf import get_settings
 from ..models import BrowsableQuerySet
 from ..text import plural
 
@@ -46,6 +47,23 @@ def truncated(text: str, length: int) -> str:
 
 def http_status_label(status: int | None) -> str:
     return "local" if status is None else str(status)
+
+
+def override_banner() -> str:
+    """What the Mail API pages say while OVERRIDE_RECIPIENTS is set ("" otherwise)."""
+    override = get_settings().OVERRIDE_RECIPIENTS
+    if not override:
+        return ""
+    return (
+        f"OVERRIDE_RECIPIENTS is set: every email goes to {', '.join(override)} instead "
+        "of its own recipients (a staging setting)."
+    )
+
+
+def warn_if_overridden(request: HttpRequest) -> None:
+    banner = override_banner()
+    if banner and request.method == "GET":
+        messages.warning(request, banner)
 
 
 class BoundedCountPaginator(Paginator):
@@ -123,6 +141,20 @@ class ReadOnlyAdmin(ModelAdmin):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return LeanChangeList
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        warn_if_overridden(request)
+        return super().changelist_view(request, extra_context)
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: Any = None,
+    ) -> Any:
+        warn_if_overridden(request)
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

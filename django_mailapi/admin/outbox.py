@@ -5,16 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import connections
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.loader import render_to_string
+from django.utils import timezone
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from .. import outbox
-from ..models import FailedSend, OutboundEmail
+from ..models import FailedSend, OutboundEmail, Status
 from ..text import plural
 from .base import (
+    FILTER_CHOICES_LIMIT,
     OrgFilter,
     ProviderFilter,
     ReadOnlyAdmin,
@@ -34,11 +37,54 @@ class LastErrorCodeFilter(ValuesFilter):
     parameter_name = field = "last_error_code"
 
 
+#: The tag filter offers the tags of this many most recent emails.
+TAG_SAMPLE = 1000
+
+
+class TagFilter(admin.SimpleListFilter):
+    title = "tag"
+    parameter_name = "tag"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        recent = OutboundEmail.objects.order_by("-id").values_list("tags", flat=True)
+        found: dict[str, None] = {}
+        for tags in recent[:TAG_SAMPLE]:
+            for tag in tags or []:
+                found.setdefault(str(tag))
+        current = self.value()
+        if current:
+            found.setdefault(current)
+        return [(tag, tag) for tag in sorted(found)[:FILTER_CHOICES_LIMIT]]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        tag = self.value()
+        if not tag:
+            return queryset
+        if connections[queryset.db].features.supports_json_field_contains:
+            return queryset.filter(tags__contains=[tag])  # the GIN index on PostgreSQL
+        return queryset.filter(tags__icontains=f'"{tag}"')
+
+
+class ScheduledFilter(admin.SimpleListFilter):
+    title = "scheduled"
+    parameter_name = "scheduled"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("ahead", "send_at still ahead"), ("any", "has a send_at")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "ahead":
+            return queryset.filter(status=Status.QUEUED, send_at__gt=timezone.now())
+        if self.value() == "any":
+            return queryset.filter(send_at__isnull=False)
+        return queryset
+
+
 @admin.register(OutboundEmail)
 class OutboundEmailAdmin(ReadOnlyAdmin):
     list_display = (
         "id",
-        "status",
+        "status_label",
         "org",
         "recipients_short",
         "subject_short",
@@ -48,7 +94,14 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
         "created_at",
     )
     list_display_links = ("id", "subject_short")
-    list_filter = ("status", OrgFilter, ProviderFilter, LastErrorCodeFilter)
+    list_filter = (
+        "status",
+        ScheduledFilter,
+        OrgFilter,
+        ProviderFilter,
+        LastErrorCodeFilter,
+        TagFilter,
+    )
     list_defer = ("payload",)
     search_fields = ("recipients", "subject")
     actions = ("retry_now", "cancel")
@@ -63,7 +116,11 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
                     "mailer",
                     "from_email",
                     "recipients",
+                    "original_recipients",
                     "subject",
+                    "send_at",
+                    "tags",
+                    "metadata",
                     "attempts",
                     "next_attempt_at",
                     "created_at",
@@ -93,6 +150,12 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
             },
         ),
     )
+
+    @admin.display(description="status", ordering="status")
+    def status_label(self, obj: OutboundEmail) -> str:
+        if obj.status == Status.QUEUED and obj.send_at and obj.send_at > timezone.now():
+            return f"scheduled for {timezone.localtime(obj.send_at):%Y-%m-%d %H:%M}"
+        return str(obj.status)
 
     @admin.display(description="recipients", ordering="recipients")
     def recipients_short(self, obj: OutboundEmail) -> str:

@@ -1,0 +1,15 @@
+"""Template tags for the Mail API admin pages."""
+
+from __future__ import annotations
+
+from django import template
+
+from ..admin.base import override_banner
+
+register = template.Library()
+
+
+@register.simple_tag
+def mailapi_override_banner() -> str:
+    """The OVERRIDE_RECIPIENTS warning, or "" when it is not set."""
+    return override_banner()
