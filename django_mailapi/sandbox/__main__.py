@@ -44,6 +44,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--api-key", default=None, help="Accept only this bearer key (default: any key)."
     )
+    parser.add_argument(
+        "--webhook-url",
+        default=None,
+        help="Post signed delivery events of each accepted email to this loopback URL "
+        "(e.g. http://127.0.0.1:8000/mailapi/webhooks/resend/).",
+    )
+    parser.add_argument(
+        "--webhook-secret",
+        default=None,
+        help="The secret that signs them (for resend: whsec_<base64>); needed with --webhook-url.",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -60,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             api_key=args.api_key,
             verbose=args.verbose,
             provider=args.provider,
+            webhook_url=args.webhook_url,
+            webhook_secret=args.webhook_secret,
         )
     except (ValueError, OSError) as error:
         parser.error(str(error))

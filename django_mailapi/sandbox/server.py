@@ -11,11 +11,16 @@ HTTP rather than a mock:
 * ``slow+MS@<any domain>`` waits MS milliseconds (at most 30 s) before answering.
 * ``rate_limit`` (requests per second, sliding window per API key) answers 429 over it.
 * ``fail_rate`` makes that fraction of sends answer 500 or drop the connection unanswered.
+* With ``webhook_url`` and ``webhook_secret``, every accepted email is followed by signed
+  delivery events of the dialect's provider, posted to that (loopback) URL from a
+  background thread: delivered by default, and what ``bounced@``, ``soft-bounced@``,
+  ``complained@``, ``delayed@``, ``failed@``, ``suppressed@`` or ``silent@`` ask for
+  (see ``webhooks.py``).
 
 Other processes (the demo, a Celery worker under test) read and steer it over HTTP:
 ``GET /_sandbox/emails``, ``GET /_sandbox/stats``, ``POST /_sandbox/wait``,
-``POST /_sandbox/reset``, ``GET|POST /_sandbox/config`` and ``GET /_sandbox/health``;
-these need no API key.
+``POST /_sandbox/reset``, ``GET|POST /_sandbox/config``, ``GET /_sandbox/webhooks`` (the
+events posted) and ``GET /_sandbox/health``; these need no API key.
 
 Standard library only, and no Django: the server must start without settings.
 """
@@ -45,6 +50,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django_mailapi.sandbox.dialects import Dialect, DialectError, Problem, Reply, dialect_for
+from django_mailapi.sandbox.webhooks import BUILDERS, WebhookSender, loopback_url
 
 __all__ = ["FAIL_DOMAIN", "SandboxServer", "run"]
 
@@ -232,6 +238,8 @@ class SandboxServer:
         dialect: Dialect | None = None,
         provider: str | None = None,
         verbose: bool = False,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
     ) -> None:
         self.host = _loopback_host(host)
         self.port = port
@@ -255,6 +263,9 @@ class SandboxServer:
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._sender: WebhookSender | None = None
+        self.webhook_url = webhook_url
+        self.webhook_secret = webhook_secret
 
     # -- knobs ----------------------------------------------------------------------
 
@@ -277,6 +288,47 @@ class SandboxServer:
         if isinstance(value, bool) or not 0.0 <= value <= 1.0:
             raise ValueError(f"fail_rate must be between 0.0 and 1.0, not {value!r}")
         self._fail_rate = float(value)
+
+    @property
+    def webhook_url(self) -> str | None:
+        """Where delivery events are posted (loopback only); None = no events."""
+        return self._webhook_url
+
+    @webhook_url.setter
+    def webhook_url(self, value: str | None) -> None:
+        self._webhook_url = loopback_url(value) if value else None
+
+    # -- delivery events ------------------------------------------------------------
+
+    @property
+    def webhook_log(self) -> list[dict[str, Any]]:
+        """Every delivery event posted (or given up on), oldest first: ``{"event_id",
+        "type", "email_id", "recipient", "status" (the answer's, None when none came),
+        "attempts"}``."""
+        return self._sender.log if self._sender is not None else []
+
+    def wait_for_webhooks(self, timeout: float = 30.0) -> bool:
+        """Block until every event due so far has been posted (or given up on)."""
+        return self._sender.wait_idle(timeout) if self._sender is not None else True
+
+    def _post_events(self, records: list[dict[str, Any]]) -> None:
+        url, secret = self.webhook_url, self.webhook_secret
+        builder = BUILDERS.get(self.dialect.name)
+        if not url or not secret or builder is None:
+            return
+        with self._lock:
+            sender = self._sender
+            if sender is None or (sender.url, sender.secret) != (url, secret):
+                if sender is not None:
+                    sender.stop()
+                sender = self._sender = WebhookSender(url, secret)
+        events = [
+            event
+            for record in records
+            for recipient in self.dialect.recipients(record["payload"])
+            for event in builder(record["id"], record["payload"], recipient)
+        ]
+        sender.post(events)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -321,6 +373,9 @@ class SandboxServer:
             thread.join(timeout=5)
         self._httpd = None
         self._thread = None
+        if self._sender is not None:
+            self._sender.stop()
+            self._sender = None
 
     def serve_forever(self) -> None:
         """Start if needed, then block until :meth:`stop` or Ctrl-C."""
@@ -398,6 +453,8 @@ class SandboxServer:
             self._limiter.clear()
             self._rng = random.Random(self.seed)
             self._arrived.notify_all()
+            if self._sender is not None:
+                self._sender.clear()
 
     # -- request handling (called from handler threads) -----------------------------
 
@@ -660,6 +717,7 @@ class SandboxServer:
             self._emails.extend(records)
             self._stats.accepted += len(records)
             self._arrived.notify_all()
+        self._post_events(records)
         return [record["id"] for record in records]
 
     # -- control endpoints ----------------------------------------------------------
@@ -675,6 +733,7 @@ class SandboxServer:
                 "POST": self._control_config,
             },
             "/_sandbox/health": {"GET": lambda _: Reply(200, {"ok": True})},
+            "/_sandbox/webhooks": {"GET": lambda _: Reply(200, {"events": self.webhook_log})},
         }
         handlers = routes.get(path)
         if handlers is None:
@@ -899,6 +958,8 @@ def run(
     verbose: bool = False,
     announce: Callable[[str], None] = _print_line,
     provider: str = "resend",
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
 ) -> None:
     """Serve until Ctrl-C, announcing the URL in one line (the CLI and the command)."""
     sandbox = SandboxServer(
@@ -910,6 +971,10 @@ def run(
         api_key=api_key,
         provider=provider,
         verbose=verbose,
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
     ).start()
     announce(f"Sandbox provider ({sandbox.dialect.name}) listening on {sandbox.url}")
+    if sandbox.webhook_url:
+        announce(f"Delivery events go to {sandbox.webhook_url}")
     sandbox.serve_forever()

@@ -34,6 +34,8 @@ class Command(BaseCommand):
                 verbose=options["verbosity"] >= 2,
                 announce=self._announce,
                 provider=options["provider"],
+                webhook_url=options["webhook_url"],
+                webhook_secret=options["webhook_secret"],
             )
         except (ValueError, OSError) as error:
             raise CommandError(str(error)) from error
