@@ -239,11 +239,12 @@ def _email_for(provider: str, message_id: str, using: str) -> tuple[int, str] | 
 
 
 def _stored(provider: str, event_id: str, using: str) -> bool:
-    return (
+    found: bool = (
         DeliveryEvent.objects.using(using)
         .filter(provider=provider, provider_event_id=event_id)
         .exists()
     )
+    return found
 
 
 def _match(event: DeliveryEvent, found: tuple[int, str], using: str) -> OutboundEmail | None:
@@ -264,8 +265,10 @@ def _match(event: DeliveryEvent, found: tuple[int, str], using: str) -> Outbound
 def _apply(event: DeliveryEvent, using: str) -> OutboundEmail:
     """The event's effect on its email; runs inside the event's transaction."""
     emails = OutboundEmail.objects.using(using).defer("payload")
+    email: OutboundEmail
     if event.type not in STATUS_OF_TYPE:
-        return emails.get(pk=event.email_id)
+        email = emails.get(pk=event.email_id)
+        return email
     # The lock makes concurrent events of one email apply one after the other, each
     # seeing the others' rows; it is held for these statements only.
     email = emails.select_for_update().get(pk=event.email_id)

@@ -263,9 +263,8 @@ def text(value: Any, limit: int = 2000) -> str:
     """A JSON value as short text ("" for None)."""
     if value is None:
         return ""
-    if not isinstance(value, str):
-        value = json.dumps(value, ensure_ascii=False)
-    return value[:limit]
+    found = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return found[:limit]
 
 
 class Provider:
