@@ -31,9 +31,15 @@ def test_demo_sends_through_a_real_worker_on_sqlite_and_a_filesystem_broker(tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert (tmp_path / "db.sqlite3").exists()
-    assert "The sandbox received 6 emails." in out
+    assert "The sandbox received 7 emails." in out
     lines = out.splitlines()
-    assert sum(" sent " in line for line in lines) == 6
+    assert sum(" sent " in line for line in lines) == 7
+    # The sandbox reported one of them bounced, with a signed webhook this process took.
+    assert any(
+        "bounced@example.org" in line and line.rstrip().endswith("bounced") for line in lines
+    )
+    assert any("hard_bounce" in line and "local  no" in line for line in lines)
+    assert sum(line.rstrip().endswith("delivered") for line in lines) >= 6
     assert sum(" deferred " in line and "daily_quota_exceeded" in line for line in lines) == 2
     assert any("invalid_from_address  422    no" in line for line in lines)
     assert any("validation_error      403    no" in line for line in lines)

@@ -84,6 +84,11 @@ MAILAPI = {
     # Mail has a queue of its own; the worker runs with -Q mail (the demo's does).
     "QUEUE": env("MAILAPI_QUEUE", default="mail"),
     "RETRY_BASE_DELAY": 1.0,
+    # Signs the delivery events POSTed to /mailapi/webhooks/<provider>/ (urls.py); for
+    # Resend, the endpoint's whsec_… secret from its dashboard.
+    "WEBHOOK_SECRET": env(
+        "MAILAPI_WEBHOOK_SECRET", default="whsec_ZXhhbXBsZS1wcm9qZWN0LWRlbW8tc2VjcmV0LW9ubHk="
+    ),
 }
 
 # --- Celery ---------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
-urlpatterns = [path("admin/", admin.site.urls)]
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    # Delivery events: POST /mailapi/webhooks/resend/ (or sendr, emitlo).
+    path("mailapi/", include("django_mailapi.urls")),
+]

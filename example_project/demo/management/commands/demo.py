@@ -1,11 +1,14 @@
 """`make demo`: a handful of emails through EMAIL_BACKEND -> a real Celery worker -> the
-local sandbox provider, then the outcome with error codes and suggested actions."""
+local sandbox provider, then the outcome with error codes and suggested actions. The
+sandbox then reports what became of each email with signed delivery events, which this
+process receives at /mailapi/webhooks/resend/ (one of them a hard bounce)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,11 +17,21 @@ from django.conf import settings
 from django.core import mail
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
+from django.core.wsgi import get_wsgi_application
+from django.urls import reverse
 from django.utils import timezone
 
 import django_mailapi
 from django_mailapi import quota
-from django_mailapi.models import FailedSend, OrgQuota, OutboundEmail, Status, UsageCounter
+from django_mailapi.models import (
+    DeliveryEvent,
+    FailedSend,
+    OrgQuota,
+    OutboundEmail,
+    Status,
+    UsageCounter,
+)
 from django_mailapi.sandbox import SandboxServer
 
 PROJECT_DIR = Path(settings.BASE_DIR)
@@ -31,20 +44,47 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         call_command("migrate", verbosity=0)
         self._clear()
-        with SandboxServer(port=0) as sandbox:
+        web = self._start_web()
+        path = reverse("mailapi-webhook", kwargs={"provider": "resend"})
+        webhook_url = f"http://127.0.0.1:{web.server_address[1]}{path}"
+        sandbox = SandboxServer(
+            port=0, webhook_url=webhook_url, webhook_secret=settings.MAILAPI["WEBHOOK_SECRET"]
+        )
+        with sandbox:
             settings.MAILAPI = {**settings.MAILAPI, "BASE_URL": sandbox.url}
             self.stdout.write(f"Sandbox provider (resend) listening on {sandbox.url}")
+            self.stdout.write(f"Delivery events come back to {webhook_url}")
             worker = self._start_worker(sandbox.url)
             try:
                 self._send()
                 self._wait()
+                self._wait_for_events(sandbox)
             finally:
                 worker.terminate()
                 worker.wait(20)
             self._report(sandbox)
+        web.shutdown()
+        web.server_close()
+
+    def _start_web(self) -> ThreadedWSGIServer:
+        """This project's own views (the webhook) served from a thread on loopback."""
+
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        server = ThreadedWSGIServer(("127.0.0.1", 0), Quiet)
+        server.set_app(get_wsgi_application())
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    def _wait_for_events(self, sandbox: SandboxServer, timeout: float = 30.0) -> None:
+        # The sandbox posts after each accepted email; the last may still be on its way.
+        if not sandbox.wait_for_webhooks(timeout):
+            self.stderr.write("Gave up waiting for delivery events; showing what came.")
 
     def _clear(self) -> None:
-        for model in (FailedSend, OutboundEmail, UsageCounter, OrgQuota):
+        for model in (DeliveryEvent, FailedSend, OutboundEmail, UsageCounter, OrgQuota):
             model.objects.all().delete()
         broker = VAR / "broker"
         if broker.is_dir():
@@ -93,6 +133,8 @@ class Command(BaseCommand):
             for n in range(5):
                 mail.send_mail(f"Acme report {n + 1}", "Weekly numbers.", None, [f"r{n}@acme.test"])
         mail.send_mail("Flaky once", "Retried once, then sent.", None, ["flaky+1@example.org"])
+        # Accepted by the API, then bounced: the sandbox reports it with a signed webhook.
+        mail.send_mail("Old address", "Sent, then bounced.", None, ["bounced@example.org"])
         mail.send_mail(
             "Bad sender", "The API refuses this.", None, ["invalid_from_address@fail.sandbox.test"]
         )
@@ -118,10 +160,18 @@ class Command(BaseCommand):
         out(f"\nThe sandbox received {len(sandbox.emails)} emails.\n")
         out("Outbox")
         rows = [
-            (str(e.pk), e.org, e.status, e.recipients[:34], str(e.attempts), e.last_error_code)
+            (
+                str(e.pk),
+                e.org,
+                e.status,
+                e.recipients[:34],
+                str(e.attempts),
+                e.last_error_code,
+                e.delivery_status,
+            )
             for e in OutboundEmail.objects.order_by("pk")
         ]
-        out(table(("id", "org", "status", "to", "tries", "last error"), rows))
+        out(table(("id", "org", "status", "to", "tries", "last error", "delivery"), rows))
         out("\nFailed sends (one per failed attempt)")
         rows = [
             (
@@ -134,6 +184,17 @@ class Command(BaseCommand):
             for f in FailedSend.objects.order_by("pk")
         ]
         out(table(("email", "code", "http", "retry", "suggested action"), rows))
+        out("\nDelivery events (signed webhooks from the sandbox, verified and stored)")
+        rows = [
+            (
+                str(d.email_id or "?"),
+                d.type,
+                d.recipient[:34],
+                d.email.delivery_status if d.email else "",
+            )
+            for d in DeliveryEvent.objects.select_related("email").order_by("email_id", "id")
+        ]
+        out(table(("email", "event", "recipient", "delivery status"), rows))
         out("\nUsage today (UTC)")
         now = timezone.now()
         rows = []
