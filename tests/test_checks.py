@@ -89,6 +89,9 @@ def test_mailers_options_are_checked_too(settings):
     assert [(m.id, m.obj) for m in messages] == [("mailapi.E014", "settings.MAILERS['bulk']")]
 
 
+# Django 6.1's `check` runs the model checks against every database, and asking SQLite
+# (tests/settings.py's "outbox") whether it has JSON support is a query.
+@pytest.mark.django_db(databases="__all__")
 def test_checks_run_through_manage_py_check(settings):
     from django.core.management import call_command
     from django.core.management.base import SystemCheckError
