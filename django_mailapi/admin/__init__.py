@@ -2,7 +2,8 @@
 
 - :mod:`.outbox`: outbound emails, with their failed attempts and message;
 - :mod:`.failures`: failed sends and the error reference page;
-- :mod:`.quota`: org quotas with usage bars, the usage chart, usage counters.
+- :mod:`.quota`: org quotas with usage bars, the usage chart, usage counters;
+- :mod:`.events`: delivery events, as providers reported them (read-only).
 
 :mod:`.base` holds what they share: the read-only base admin, bounded filters and
 counts. Importing the package registers every admin with the default site.
@@ -10,7 +11,7 @@ counts. Importing the package registers every admin with the default site.
 
 from __future__ import annotations
 
-from . import failures, outbox, quota
+from . import events, failures, outbox, quota
 from .base import BoundedCountPaginator, ReadOnlyAdmin
 
-__all__ = ["BoundedCountPaginator", "ReadOnlyAdmin", "failures", "outbox", "quota"]
+__all__ = ["BoundedCountPaginator", "ReadOnlyAdmin", "events", "failures", "outbox", "quota"]

@@ -9,6 +9,7 @@ from django.db import connections
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
@@ -16,6 +17,7 @@ from django.utils.text import Truncator
 from .. import outbox
 from ..models import FailedSend, OutboundEmail, Status
 from ..text import plural
+from . import events as events_admin
 from .base import (
     FILTER_CHOICES_LIMIT,
     OrgFilter,
@@ -85,6 +87,7 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
     list_display = (
         "id",
         "status_label",
+        "delivery_status",
         "org",
         "recipients_short",
         "subject_short",
@@ -96,6 +99,7 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
     list_display_links = ("id", "subject_short")
     list_filter = (
         "status",
+        "delivery_status",
         ScheduledFilter,
         OrgFilter,
         ProviderFilter,
@@ -127,6 +131,7 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
                     "updated_at",
                     "sent_at",
                     "provider_message_id",
+                    "delivery_status",
                 )
             },
         ),
@@ -135,6 +140,7 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
             {"fields": ("last_error_code", "last_error_status_label", "suggested_action")},
         ),
         ("Attempts that failed", {"fields": ("failures_table",)}),
+        ("Delivery events", {"fields": ("events_timeline",)}),
         ("Message", {"fields": ("payload_summary",)}),
         (
             "Bookkeeping",
@@ -185,6 +191,21 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
                 "admin/django_mailapi/failures_table.html",
                 {"failures": [failure_row(f) for f in failures]},
             )
+        )
+
+    @admin.display(description="timeline")
+    def events_timeline(self, obj: OutboundEmail) -> SafeString:
+        """What the provider reported after accepting the email, oldest first."""
+        rows = [
+            {
+                "event": event,
+                "url": reverse("admin:django_mailapi_deliveryevent_change", args=[event.pk]),
+                "summary": events_admin.summary(event),
+            }
+            for event in obj.events.order_by("occurred_at", "id")
+        ]
+        return SafeString(
+            render_to_string("admin/django_mailapi/events_timeline.html", {"events": rows})
         )
 
     @admin.display(description="payload")
