@@ -244,6 +244,7 @@ def test_mailapi_catalog_has_the_local_codes() -> None:
         "batch_member_refused": RetryClass.PERMANENT,
         "provider_mismatch": RetryClass.PERMANENT,
         "missing_to_recipient": RetryClass.PERMANENT,
+        "recipient_suppressed": RetryClass.PERMANENT,
         # Reported by delivery events, after the API accepted the email.
         "hard_bounce": RetryClass.PERMANENT,
         "soft_bounce": RetryClass.PERMANENT,

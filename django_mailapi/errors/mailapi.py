@@ -196,6 +196,16 @@ CATALOG = Catalog(
             '`manage.py mailapi_retry ID ...` or the admin\'s "retry now".',
         ),
         _entry(
+            "recipient_suppressed",
+            "A recipient is on the suppression list (an earlier hard bounce, spam "
+            "complaint, unsubscribe or a manual entry), so django-mailapi left them out.",
+            "Nothing was sent to the addresses the failed send names; the other recipients, "
+            "if any, got the email. If an address works again (a typo fixed, the recipient "
+            "asked to be mailed), remove it with `manage.py mailapi_suppress remove ADDR` or "
+            "in the admin's Suppressions list, then send the email again from your "
+            "application.",
+        ),
+        _entry(
             "unexpected_error",
             "django-mailapi hit an unexpected error while sending (a bug, not an API answer).",
             "The email is kept and retried with backoff. Look for the traceback in the worker "
