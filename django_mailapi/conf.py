@@ -31,6 +31,8 @@ from .providers import resolve_provider_class
 T = TypeVar("T")
 
 QUOTA_UNITS = ("recipient", "message")
+#: What may add an address to the suppression list on its own (SUPPRESS_ON).
+SUPPRESS_REASONS = ("hard_bounce", "complaint")
 ON_QUOTA_EXCEEDED_CHOICES = ("defer", "fail")
 
 
@@ -122,6 +124,14 @@ def _is_secret_or_secrets(value: Any) -> bool:
         and bool(value)
         and all(isinstance(item, str) and item for item in value)
     )
+
+
+def _is_reason_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(item in SUPPRESS_REASONS for item in value)
+
+
+def _reasons(value: Any) -> frozenset[str]:
+    return frozenset(str(item) for item in value or ())
 
 
 def _secrets(value: Any) -> list[str]:
@@ -432,6 +442,20 @@ class MailapiSettings:
         valid=_is_positive_int,
         expect="a positive whole number of seconds",
         hint="Remove it to use the default (300, as Svix's own libraries use).",
+    )
+    SUPPRESS_ON = Setting(
+        ["hard_bounce", "complaint"],
+        read=_reasons,
+        type="list of str",
+        doc="delivery events that add their address to the suppression list: a hard bounce "
+        "for every org, a complaint for the complaining email's org (a provider-side "
+        "suppression counts as the bounce or complaint it names); `[]` = only rows added by "
+        "hand",
+        check_id="mailapi.E027",
+        valid=_is_reason_list,
+        expect='a list of `"hard_bounce"` and/or `"complaint"`',
+        hint='Use ["hard_bounce", "complaint"] (the default), one of them, or [] to add '
+        "suppressions only by hand (mailapi_suppress, the admin).",
     )
     LEASE_SECONDS = Setting(
         30,
