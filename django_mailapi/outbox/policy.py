@@ -43,7 +43,7 @@ def may_have_been_accepted(error: SendError) -> bool:
 
 def backoff(attempt: int, conf: MailapiSettings, rand: Callable[[float, float], float]) -> float:
     """Exponential backoff with full jitter in its upper half, capped."""
-    ceiling = min(conf.RETRY_MAX_DELAY, conf.RETRY_BASE_DELAY * 2 ** max(0, attempt - 1))
+    ceiling: float = min(conf.RETRY_MAX_DELAY, conf.RETRY_BASE_DELAY * 2 ** max(0, attempt - 1))
     return ceiling * rand(0.5, 1.0)
 
 
