@@ -12,12 +12,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from django.db import router, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 from django.utils import timezone
 
 from ..conf import get_settings
 from ..dispatch import dispatch
-from ..models import CANCELLABLE, CLAIMABLE, RETRYABLE, OutboundEmail
+from ..models import CANCELLABLE, CLAIMABLE, RETRYABLE, OutboundEmail, OutboundEmailQuerySet
 
 logger = logging.getLogger("django_mailapi")
 
@@ -55,7 +55,7 @@ def _dispatch_by_mailer(rows: Iterable[tuple[int, str, int]]) -> int:
     )
 
 
-def retry_now(queryset: QuerySet[OutboundEmail]) -> int:
+def retry_now(queryset: OutboundEmailQuerySet) -> int:
     """Re-queue failed, deferred or stuck-queued emails and dispatch them now.
 
     An email in doubt that travelled in a batch is re-queued with its whole batch: the
@@ -86,7 +86,7 @@ def retry_now(queryset: QuerySet[OutboundEmail]) -> int:
     return changed
 
 
-def cancel(queryset: QuerySet[OutboundEmail]) -> int:
+def cancel(queryset: OutboundEmailQuerySet) -> int:
     """Cancel emails that have not been sent yet.
 
     An email in doubt that travelled in a batch is left alone: its batch must go again
