@@ -259,7 +259,7 @@ def addresses(value: Any) -> list[str]:
     return []
 
 
-def text(value: Any, limit: int = 2000) -> str:
+def text(value: object, limit: int = 2000) -> str:
     """A JSON value as short text ("" for None)."""
     if value is None:
         return ""
