@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import router, transaction
 from django.db.models import Q, QuerySet
@@ -64,7 +65,7 @@ def old_counters(cutoff: dt.datetime) -> QuerySet[UsageCounter]:
     )
 
 
-def _delete_in_batches(queryset: QuerySet, batch_size: int) -> dict[str, int]:
+def _delete_in_batches(queryset: QuerySet[Any], batch_size: int) -> dict[str, int]:
     """Delete ``queryset`` ``batch_size`` ids at a time; return the counts per model label.
 
     Ids are read, and each batch deleted in a transaction, on the database the router
