@@ -264,14 +264,16 @@ def _match(event: DeliveryEvent, found: tuple[int, str], using: str) -> Outbound
 
 def _apply(event: DeliveryEvent, using: str) -> OutboundEmail:
     """The event's effect on its email; runs inside the event's transaction."""
+    email_id = event.email_id
+    assert email_id is not None, "only a matched event is applied"
     emails = OutboundEmail.objects.using(using).defer("payload")
     email: OutboundEmail
     if event.type not in STATUS_OF_TYPE:
-        email = emails.get(pk=event.email_id)
+        email = emails.get(pk=email_id)
         return email
     # The lock makes concurrent events of one email apply one after the other, each
     # seeing the others' rows; it is held for these statements only.
-    email = emails.select_for_update().get(pk=event.email_id)
+    email = emails.select_for_update().get(pk=email_id)
     seen = (
         DeliveryEvent.objects.using(using)
         .filter(email_id=email.pk, type__in=list(STATUS_OF_TYPE))
