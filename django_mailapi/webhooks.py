@@ -75,7 +75,7 @@ class BodyTooLarge(Exception):
 def read_body(request: HttpRequest, limit: int = MAX_BODY_BYTES) -> bytes:
     """The request body, refusing (``BodyTooLarge``) before reading more than ``limit``."""
     try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        declared = int(request.headers.get("content-length") or 0)
     except ValueError:
         declared = 0
     if declared > limit:
