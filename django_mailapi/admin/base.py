@@ -27,10 +27,13 @@ from ..conf import get_settings
 from ..models import BrowsableQuerySet
 from ..text import plural
 
+# Django's classes are generic to django-stubs only.
 if TYPE_CHECKING:
     ModelAdmin = admin.ModelAdmin[Any]
+    AnyPaginator = Paginator[Any]
 else:
     ModelAdmin = admin.ModelAdmin
+    AnyPaginator = Paginator
 
 #: How many values an org / provider / code filter offers at most.
 FILTER_CHOICES_LIMIT = 100
@@ -66,7 +69,7 @@ def warn_if_overridden(request: HttpRequest) -> None:
         messages.warning(request, banner)
 
 
-class BoundedCountPaginator(Paginator):
+class BoundedCountPaginator(AnyPaginator):
     """A paginator that never counts more than ``count_limit`` rows.
 
     Up to the limit the count is exact. Past it, an unfiltered list shows the

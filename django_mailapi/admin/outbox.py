@@ -15,7 +15,7 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from .. import outbox
-from ..models import FailedSend, OutboundEmail, Status
+from ..models import FailedSend, OutboundEmail, OutboundEmailQuerySet, Status
 from ..text import plural
 from . import events as events_admin
 from .base import (
@@ -217,11 +217,11 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
         )
 
     @admin.action(description="Retry now", permissions=("retry",))
-    def retry_now(self, request: HttpRequest, queryset: QuerySet[OutboundEmail]) -> None:
+    def retry_now(self, request: HttpRequest, queryset: OutboundEmailQuerySet) -> None:
         self.report_retry(request, outbox.retry_now(queryset), queryset.count())
 
     @admin.action(description="Cancel", permissions=("retry",))
-    def cancel(self, request: HttpRequest, queryset: QuerySet[OutboundEmail]) -> None:
+    def cancel(self, request: HttpRequest, queryset: OutboundEmailQuerySet) -> None:
         selected = queryset.count()
         done = outbox.cancel(queryset)
         self.message_user(request, f"Cancelled {plural(done, 'email')}.", messages.SUCCESS)
