@@ -388,6 +388,79 @@ class DeliveryEvent(models.Model):
         return [item for item in self.recipient.split(", ") if item]
 
 
+class SuppressionReason(models.TextChoices):
+    """Why an address is on the suppression list."""
+
+    HARD_BOUNCE = "hard_bounce"
+    COMPLAINT = "complaint"
+    UNSUBSCRIBE = "unsubscribe"
+    MANUAL = "manual"
+
+
+class SuppressionQuerySet(BrowsableQuerySet["Suppression"]):
+    def applying_to(self, org: str) -> SuppressionQuerySet:
+        """Rows that stop ``org``'s emails: its own and those for every org."""
+        return self.filter(models.Q(org__isnull=True) | models.Q(org=org))
+
+
+class Suppression(models.Model):
+    """An address that must not be mailed: for one org, or for every org (``org`` null).
+
+    Rows are unique per (org, address), every-org rows per address: two partial unique
+    constraints, because NULLs never collide in a plain one (PostgreSQL, SQLite).
+    """
+
+    #: None: every org (a hard bounce: the mailbox does not exist for anyone). NULL and
+    #: not "", as SPEC §5 names it, so "every org" can never be mistaken for an org name.
+    org = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
+    #: The bare address, lower-case (``suppression.normalize``).
+    address = models.CharField(max_length=320)
+    reason = models.CharField(max_length=20, choices=SuppressionReason.choices)
+    #: The delivery event that added the row, for automatic rows.
+    event = models.ForeignKey(
+        DeliveryEvent,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="suppressions",
+    )
+    note = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = SuppressionQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "suppression"
+        ordering = ("-created_at", "-id")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["org", "address"],
+                condition=models.Q(org__isnull=False),
+                name="mailapi_suppression_org",
+            ),
+            models.UniqueConstraint(
+                fields=["address"],
+                condition=models.Q(org__isnull=True),
+                name="mailapi_suppression_every_org",
+            ),
+        ]
+        indexes = [
+            # The worker's lookup (address = ANY(...)) and the admin's prefix search
+            # (address LIKE 'x%'): the pattern operator class serves both on PostgreSQL.
+            models.Index(
+                fields=["address"],
+                name="mailapi_suppression_address",
+                opclasses=["varchar_pattern_ops"],
+            ),
+            models.Index(fields=["-created_at", "-id"], name="mailapi_suppression_created"),
+            models.Index(fields=["reason", "-created_at"], name="mailapi_suppression_reason"),
+            models.Index(fields=["org", "-created_at"], name="mailapi_suppression_org_new"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.address} ({self.org or 'every org'}, {self.reason})"
+
+
 class OrgQuota(models.Model):
     """Per-org limits. A null limit means: use the MAILAPI default."""
 
