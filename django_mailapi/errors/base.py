@@ -51,6 +51,28 @@ class ErrorSpec:
     docs_url: str = ""
 
 
+@dataclass(frozen=True)
+class Entries:
+    """Makes one provider's catalog entries, so a catalog names its provider and its
+    documentation link once: ``entry = Entries("sendr", DOCS_URL)``, then
+    ``entry(code, http_status, message, action)``; an entry is permanent unless it says."""
+
+    provider: str
+    docs_url: str = ""
+
+    def __call__(
+        self,
+        code: str,
+        http_status: int | None,
+        message: str,
+        action: str,
+        retry: RetryClass = RetryClass.PERMANENT,
+        docs_url: str | None = None,
+    ) -> ErrorSpec:
+        link = self.docs_url if docs_url is None else docs_url
+        return ErrorSpec(self.provider, code, http_status, message, action, retry, link)
+
+
 class Catalog:
     """All documented errors of one provider, looked up by (code, HTTP status)."""
 

@@ -7,22 +7,13 @@ The actions are ours.
 
 from __future__ import annotations
 
-from .base import Catalog, ErrorSpec, RetryClass
+from .base import Catalog, Entries, RetryClass
 
 PROVIDER = "emitlo"
 DOCS_URL = "https://emitlo-docs.pages.dev/reference/errors/"
 
-_PERMANENT = RetryClass.PERMANENT
 
-
-def _entry(
-    code: str,
-    http_status: int,
-    message: str,
-    action: str,
-    retry: RetryClass = _PERMANENT,
-) -> ErrorSpec:
-    return ErrorSpec(PROVIDER, code, http_status, message, action, retry, DOCS_URL)
+_entry = Entries(PROVIDER, DOCS_URL)
 
 
 CATALOG = Catalog(

@@ -8,21 +8,12 @@ support. The actions are ours.
 
 from __future__ import annotations
 
-from .base import Catalog, ErrorSpec, RetryClass
+from .base import Catalog, Entries, RetryClass
 
 PROVIDER = "generic"
 
-_PERMANENT = RetryClass.PERMANENT
 
-
-def _entry(
-    code: str,
-    http_status: int,
-    message: str,
-    action: str,
-    retry: RetryClass = _PERMANENT,
-) -> ErrorSpec:
-    return ErrorSpec(PROVIDER, code, http_status, message, action, retry)
+_entry = Entries(PROVIDER)
 
 
 CATALOG = Catalog(

@@ -13,7 +13,7 @@ API's message.
 
 from __future__ import annotations
 
-from .base import Catalog, ErrorSpec, RetryClass
+from .base import Catalog, Entries, ErrorSpec, RetryClass
 
 PROVIDER = "resend"
 DOCS_URL = "https://resend.com/docs/api-reference/errors"
@@ -21,18 +21,9 @@ KNOWLEDGE_BASE = "https://resend.com/docs/knowledge-base/"
 
 _RETRY = RetryClass.RETRY
 _RETRY_AFTER = RetryClass.RETRY_AFTER
-_PERMANENT = RetryClass.PERMANENT
 
 
-def _entry(
-    code: str,
-    http_status: int,
-    message: str,
-    action: str,
-    retry: RetryClass = _PERMANENT,
-    docs_url: str = DOCS_URL,
-) -> ErrorSpec:
-    return ErrorSpec(PROVIDER, code, http_status, message, action, retry, docs_url)
+_entry = Entries(PROVIDER, DOCS_URL)
 
 
 CATALOG = Catalog(

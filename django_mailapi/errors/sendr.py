@@ -8,22 +8,13 @@ spec's description of the 403 response). The actions are ours.
 
 from __future__ import annotations
 
-from .base import Catalog, ErrorSpec, RetryClass
+from .base import Catalog, Entries, RetryClass
 
 PROVIDER = "sendr"
 DOCS_URL = "https://docs.sendr.dev/docs/errors"
 
-_PERMANENT = RetryClass.PERMANENT
 
-
-def _entry(
-    code: str,
-    http_status: int,
-    message: str,
-    action: str,
-    retry: RetryClass = _PERMANENT,
-) -> ErrorSpec:
-    return ErrorSpec(PROVIDER, code, http_status, message, action, retry, DOCS_URL)
+_entry = Entries(PROVIDER, DOCS_URL)
 
 
 CATALOG = Catalog(
