@@ -12,13 +12,16 @@ unbounded ``SELECT DISTINCT`` (filters ask the model's ``distinct_values``) or a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.text import Truncator
@@ -180,11 +183,39 @@ class ReadOnlyAdmin(ModelAdmin):
 
     def report_retry(self, request: HttpRequest, done: int, selected: int) -> None:
         """Say how many of the ``selected`` emails a retry action re-queued."""
-        self.message_user(request, f"Re-queued {plural(done, 'email')}.", messages.SUCCESS)
-        if done < selected:
+        self.report_changes(
+            request,
+            f"Re-queued {plural(done, 'email')}.",
+            selected - done,
+            "only failed, deferred or queued emails that still have their message can be retried.",
+        )
+
+    def report_changes(self, request: HttpRequest, done: str, left: int, why: str) -> None:
+        """What an action did, and (as a warning) how many emails it left alone and why."""
+        self.message_user(request, done, messages.SUCCESS)
+        if left:
             self.message_user(
-                request,
-                f"{plural(selected - done, 'email')} left alone: only failed, deferred or "
-                "queued emails that still have their message can be retried.",
-                messages.WARNING,
+                request, f"{plural(left, 'email')} left alone: {why}", messages.WARNING
             )
+
+
+def extra_page(
+    model_admin: ModelAdmin, route: str, name: str, view: Callable[[HttpRequest], HttpResponse]
+) -> URLPattern:
+    """A page of its own in ``model_admin``'s URLs, for staff who may view its model."""
+
+    def guarded(request: HttpRequest) -> HttpResponse:
+        if not model_admin.has_view_permission(request):
+            raise PermissionDenied
+        return view(request)
+
+    return path(route, model_admin.admin_site.admin_view(guarded), name=name)
+
+
+def page_context(model_admin: ModelAdmin, request: HttpRequest, title: str) -> dict[str, Any]:
+    """What an extra page's template needs to look like the rest of the admin."""
+    return {
+        **model_admin.admin_site.each_context(request),
+        "title": title,
+        "opts": model_admin.opts,
+    }

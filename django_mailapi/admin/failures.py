@@ -7,11 +7,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path, reverse
+from django.urls import URLPattern, reverse
 from django.utils.html import format_html
 
 from .. import errors, outbox
@@ -21,7 +20,9 @@ from .base import (
     ProviderFilter,
     ReadOnlyAdmin,
     ValuesFilter,
+    extra_page,
     http_status_label,
+    page_context,
     truncated,
 )
 
@@ -137,20 +138,14 @@ class FailedSendAdmin(ReadOnlyAdmin):
 
     # The error reference lives here because it explains what this list shows.
     def get_urls(self) -> list[URLPattern]:
-        reference = path(
-            "errors/",
-            self.admin_site.admin_view(self.error_reference_view),
-            name="django_mailapi_error_reference",
+        reference = extra_page(
+            self, "errors/", "django_mailapi_error_reference", self.error_reference_view
         )
         return [reference, *super().get_urls()]
 
     def error_reference_view(self, request: HttpRequest) -> HttpResponse:
-        if not self.has_view_permission(request):
-            raise PermissionDenied
         context = {
-            **self.admin_site.each_context(request),
-            "title": "Error reference",
-            "opts": self.model._meta,
+            **page_context(self, request, "Error reference"),
             "catalogs": list(reference_catalogs()),
         }
         return TemplateResponse(request, "admin/django_mailapi/error_reference.html", context)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db import connections
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -224,14 +224,12 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
     def cancel(self, request: HttpRequest, queryset: OutboundEmailQuerySet) -> None:
         selected = queryset.count()
         done = outbox.cancel(queryset)
-        self.message_user(request, f"Cancelled {plural(done, 'email')}.", messages.SUCCESS)
-        if done < selected:
-            self.message_user(
-                request,
-                f"{plural(selected - done, 'email')} left alone: only queued, deferred or "
-                "failed emails can be cancelled.",
-                messages.WARNING,
-            )
+        self.report_changes(
+            request,
+            f"Cancelled {plural(done, 'email')}.",
+            selected - done,
+            "only queued, deferred or failed emails can be cancelled.",
+        )
 
 
 def failure_row(failure: FailedSend) -> dict[str, Any]:

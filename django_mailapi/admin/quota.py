@@ -7,11 +7,10 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
@@ -19,7 +18,7 @@ from .. import quota
 from ..conf import get_settings
 from ..models import OrgQuota, UsageCounter
 from . import chart
-from .base import ModelAdmin, ReadOnlyAdmin
+from .base import ModelAdmin, ReadOnlyAdmin, extra_page, page_context
 
 #: Orgs drawn at once on the chart; the busiest win, the rest are a ``?org=`` away.
 CHART_MAX_ORGS = 12
@@ -86,17 +85,13 @@ class OrgQuotaAdmin(ModelAdmin):
         return usage_bar(self._used(obj)["month"], quota.limits_of(obj).monthly)
 
     def get_urls(self) -> list[URLPattern]:
-        usage_chart = path(
-            "usage-chart/",
-            self.admin_site.admin_view(self.usage_chart_view),
-            name="django_mailapi_orgquota_usage_chart",
+        usage_chart = extra_page(
+            self, "usage-chart/", "django_mailapi_orgquota_usage_chart", self.usage_chart_view
         )
         return [usage_chart, *super().get_urls()]
 
     def usage_chart_view(self, request: HttpRequest) -> HttpResponse:
         """The last 30 UTC days per org against its daily limit; ``?org=`` picks one org."""
-        if not self.has_view_permission(request):
-            raise PermissionDenied
         org = request.GET.get("org") or None
         today = quota.day_start(timezone.now())
         days = [today - dt.timedelta(days=n) for n in range(CHART_DAYS - 1, -1, -1)]
@@ -108,9 +103,7 @@ class OrgQuotaAdmin(ModelAdmin):
             days, {o: sent.get(o, {}) for o in shown}, {o: limits[o].daily for o in shown}
         )
         context = {
-            **self.admin_site.each_context(request),
-            "title": "Usage chart",
-            "opts": self.model._meta,
+            **page_context(self, request, "Usage chart"),
             "chart": chart.layout(days, series),
             "series": series,
             "hidden": hidden,

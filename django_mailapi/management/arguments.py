@@ -44,47 +44,37 @@ def date(option: str) -> Callable[[str], dt.date]:
     return parse
 
 
-def _whole_number(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:
-        return None
+def _whole_number(option: str, minimum: int, wanted: str) -> Callable[[str], int]:
+    """A whole number of ``minimum`` or more; ``wanted`` says so in the refusal."""
+
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            number = minimum - 1
+        if number < minimum:
+            raise CommandError(f"{option} must be {wanted}, not {text!r}.")
+        return number
+
+    return parse
 
 
 def positive_int(option: str) -> Callable[[str], int]:
     """A whole number of 1 or more."""
-
-    def parse(text: str) -> int:
-        number = _whole_number(text)
-        if number is None or number < 1:
-            raise CommandError(f"{option} must be a whole number of 1 or more, not {text!r}.")
-        return number
-
-    return parse
+    return _whole_number(option, 1, "a whole number of 1 or more")
 
 
 def non_negative_int(option: str, unit: str) -> Callable[[str], int]:
     """A whole number of 0 or more ``unit`` (days, ...)."""
-
-    def parse(text: str) -> int:
-        number = _whole_number(text)
-        if number is None or number < 0:
-            raise CommandError(f"{option} must be a non-negative number of {unit}, not {text!r}.")
-        return number
-
-    return parse
+    return _whole_number(option, 0, f"a non-negative number of {unit}")
 
 
 def limit(option: str) -> Callable[[str], int | None]:
     """A quota limit: a non-negative integer, or ``none`` for None (the MAILAPI default)."""
+    number = _whole_number(option, 0, "a non-negative integer or 'none'")
 
     def parse(text: str) -> int | None:
-        if text.strip().lower() == "none":
-            return None
-        number = _whole_number(text)
-        if number is None or number < 0:
-            raise CommandError(f"{option} must be a non-negative integer or 'none', not {text!r}.")
-        return number
+        return None if text.strip().lower() == "none" else number(text)
 
     return parse
 
@@ -123,6 +113,20 @@ def add_format_argument(parser: ArgumentParser) -> None:
         choices=FORMATS,
         default="table",
         help="table (default) or json",
+    )
+
+
+def add_selection_arguments(parser: ArgumentParser, done: str) -> None:
+    """Email IDs, ``--org`` and ``--dry-run``: how commands that change emails pick them.
+
+    ``done`` is what the command does to them, for the help: "re-queued", "cancelled".
+    """
+    parser.add_argument(
+        "ids", nargs="*", type=positive_int("An email ID"), metavar="ID", help="email IDs"
+    )
+    parser.add_argument("--org", help="emails of this org")
+    parser.add_argument(
+        "--dry-run", action="store_true", help=f"list what would be {done}; change nothing"
     )
 
 

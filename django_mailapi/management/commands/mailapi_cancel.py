@@ -12,7 +12,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from django_mailapi import outbox
-from django_mailapi.management.arguments import MailapiCommand, positive_int
+from django_mailapi.management.arguments import MailapiCommand, add_selection_arguments
 from django_mailapi.management.output import Column, render_table
 from django_mailapi.models import OutboundEmail, Status
 from django_mailapi.text import plural
@@ -77,15 +77,9 @@ class Command(MailapiCommand):
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument(
-            "ids", nargs="*", type=positive_int("An email ID"), metavar="ID", help="email IDs"
-        )
-        parser.add_argument("--org", help="emails of this org")
+        add_selection_arguments(parser, "cancelled")
         parser.add_argument(
             "--scheduled", action="store_true", help="only emails whose send_at is still ahead"
-        )
-        parser.add_argument(
-            "--dry-run", action="store_true", help="list what would be cancelled; change nothing"
         )
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from django.db.models import QuerySet
 
 from django_mailapi import outbox
-from django_mailapi.management.arguments import MailapiCommand, positive_int
+from django_mailapi.management.arguments import MailapiCommand, add_selection_arguments
 from django_mailapi.management.output import Column, render_table
 from django_mailapi.models import OutboundEmail, Status
 from django_mailapi.text import plural
@@ -118,16 +118,10 @@ class Command(MailapiCommand):
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument(
-            "ids", nargs="*", type=positive_int("An email ID"), metavar="ID", help="email IDs"
-        )
-        parser.add_argument("--org", help="emails of this org")
+        add_selection_arguments(parser, "re-queued")
         parser.add_argument("--code", help="emails whose last error has this code")
         parser.add_argument(
             "--all-failed", action="store_true", help="every failed and deferred email"
-        )
-        parser.add_argument(
-            "--dry-run", action="store_true", help="list what would be re-queued; change nothing"
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
