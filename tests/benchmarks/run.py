@@ -260,9 +260,10 @@ def drop_database(services: Services) -> None:
 def clean_slate(services: Services) -> None:
     """Empty the outbox tables and the broker's database before a scenario."""
     with psycopg.connect(services.db_url(), autocommit=True) as conn:
+        # CASCADE: tables that refer to the outbox (delivery events, suppressions) go too.
         conn.execute(
             "TRUNCATE django_mailapi_failedsend, django_mailapi_outboundemail,"
-            " django_mailapi_usagecounter"
+            " django_mailapi_usagecounter CASCADE"
         )
     redis.Redis.from_url(services.redis_url).flushdb()
 
