@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, router, transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, PositiveBigIntegerField, Q, Value, When
 
 from .conf import MailapiSettings, mailapi_settings
 from .exceptions import QuotaExceeded
@@ -231,41 +231,64 @@ def _fits(period: str, units: int, limits: Limits) -> bool:
     return limit is None or units <= limit
 
 
+#: MySQL/MariaDB: create a counter row, or lock the one there is, in one statement. The
+#: no-op ON DUPLICATE KEY UPDATE takes an exclusive lock where a plain INSERT IGNORE
+#: would take a shared one: two reservations both holding shared locks and both
+#: wanting to write would deadlock (error 1213).
+_HOLD_MYSQL = """
+INSERT INTO {counter} (org, period, period_start, units_sent, units_failed)
+VALUES (%s, %s, %s, 0, 0)
+ON DUPLICATE KEY UPDATE units_sent = units_sent
+"""
+
+
+def _hold_counters(org: str, day: dt.date, month: dt.date, using: str) -> dict[str, Any]:
+    """Create the org's day and month counters if missing and lock them, day first (the
+    order every reservation and release locks them in, on every database, so two of
+    them never wait for each other crosswise). Returns {period: (pk, units_sent)}."""
+    counters = UsageCounter.objects.using(using)
+    periods = ((Period.DAY, day), (Period.MONTH, month))
+    if connections[using].vendor == "mysql":
+        with connections[using].cursor() as cursor:
+            for period, start in periods:
+                cursor.execute(_sql(_HOLD_MYSQL, using), [org, str(period), start])
+    else:
+        # SQLite: this INSERT takes the database's single write lock, so nobody else
+        # reserves until the transaction ends.
+        counters.bulk_create(
+            [UsageCounter(org=org, period=p, period_start=start) for p, start in periods],
+            ignore_conflicts=True,
+        )
+    held: dict[str, Any] = {}
+    for period, start in periods:
+        held[str(period)] = (
+            counters.select_for_update()
+            .filter(org=org, period=period, period_start=start)
+            .values_list("pk", "units_sent")
+            .get()
+        )
+    return held
+
+
 def _reserve_portable(
     org: str, units: int, day: dt.date, month: dt.date, conf: MailapiSettings, using: str
 ) -> QuotaExceeded | None:
-    """Any other database (SQLite): conditional UPDATEs inside the caller's transaction.
-
-    SQLite lets one writer at a time hold the database, so the first UPDATE serialises
-    every other reservation until the transaction ends.
-    """
+    """Any other database (MySQL/MariaDB, SQLite), inside the caller's transaction: lock
+    both counters (day first), compare them with the limits, then book both or neither."""
     limits = limits_for(org, conf, using)
     if limits.paused:
         return _refusal(org, limits, set())
-    counters = UsageCounter.objects.using(using)
-    counters.bulk_create(
-        [
-            UsageCounter(org=org, period=Period.DAY, period_start=day),
-            UsageCounter(org=org, period=Period.MONTH, period_start=month),
-        ],
-        ignore_conflicts=True,
+    held = _hold_counters(org, day, month, using)
+    failed = {
+        period
+        for period, limit in (("day", limits.daily), ("month", limits.monthly))
+        if limit is not None and held[period][1] + units > limit
+    }
+    if failed:
+        return _refusal(org, limits, failed)
+    UsageCounter.objects.using(using).filter(pk__in=[pk for pk, _ in held.values()]).update(
+        units_sent=F("units_sent") + units
     )
-    booked: list[tuple[str, dt.date]] = []
-    # Month first, so that when both are full the month (the longer wait) is reported.
-    for period, start, limit in (
-        (Period.MONTH, month, limits.monthly),
-        (Period.DAY, day, limits.daily),
-    ):
-        qs = counters.filter(org=org, period=period, period_start=start)
-        if limit is not None:
-            qs = qs.filter(units_sent__lte=limit - units)
-        if qs.update(units_sent=F("units_sent") + units) != 1:
-            for done_period, done_start in booked:
-                counters.filter(org=org, period=done_period, period_start=done_start).update(
-                    units_sent=F("units_sent") - units
-                )
-            return _refusal(org, limits, {str(period)})
-        booked.append((period, start))
     return None
 
 
@@ -305,8 +328,6 @@ def release(org: str, units: int, day: dt.date, *, failed: bool) -> None:
     ``failed=True`` (the email will not be retried) also adds the units to the
     counters' ``units_failed``. One statement on PostgreSQL.
     """
-    from django.db.models.functions import Greatest
-
     if units <= 0:
         return
     month = day.replace(day=1)
@@ -322,9 +343,17 @@ def release(org: str, units: int, day: dt.date, *, failed: bool) -> None:
         with connections[using].cursor() as cursor:
             cursor.execute(_sql(_RELEASE_SQL, using), params)
         return
+    # Never below zero, and never a negative intermediate either: MySQL computes
+    # ``units_sent - units`` in the column's unsigned type and fails (error 1690) before
+    # any GREATEST(…, 0) could apply.
+    lowered = Case(
+        When(units_sent__gt=units, then=F("units_sent") - units),
+        default=Value(0),
+        output_field=PositiveBigIntegerField(),
+    )
     with transaction.atomic(using=using, savepoint=False):
-        for period, start in ((Period.DAY, day), (Period.MONTH, month)):
-            changes: dict[str, Any] = {"units_sent": Greatest(F("units_sent") - units, 0)}
+        for period, start in ((Period.DAY, day), (Period.MONTH, month)):  # day first
+            changes: dict[str, Any] = {"units_sent": lowered}
             if failed:
                 changes["units_failed"] = F("units_failed") + units
             UsageCounter.objects.using(using).filter(
