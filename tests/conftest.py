@@ -16,7 +16,7 @@ import pytest
 
 from django_mailapi.sandbox import SandboxServer
 from tests.celeryapp import app as celery_app  # noqa: F401  (the current app in tests)
-from tests.helpers import FIGURES, ROOT, Worker, service_missing
+from tests.helpers import FIGURES, ROOT, Worker, database_url, service_missing
 from tests.helpers import wait_for as wait_for  # for test files that still import it from here
 
 
@@ -47,10 +47,30 @@ def sandbox(sandbox_server: SandboxServer, settings: Any) -> Iterator[SandboxSer
 
 @pytest.fixture
 def postgres(db: None) -> None:
+    """PostgreSQL itself: for what only PostgreSQL has (say why where it is used).
+
+    On a run against MySQL or MariaDB such a test is skipped, not failed: the run
+    against PostgreSQL covers it. Against SQLite, PostgreSQL was missing.
+    """
     from django.db import connection
 
+    if connection.vendor == "mysql":
+        pytest.skip("PostgreSQL only; this run is on MySQL/MariaDB")
     if connection.vendor != "postgresql":
         service_missing("PostgreSQL")
+
+
+#: The database servers the suite runs on, where transactions really run concurrently.
+SERVERS = ("postgresql", "mysql")
+
+
+@pytest.fixture
+def server_db(db: None) -> None:
+    """PostgreSQL or MySQL/MariaDB: concurrent workers, not SQLite's single writer."""
+    from django.db import connection
+
+    if connection.vendor not in SERVERS:
+        service_missing("PostgreSQL or MySQL/MariaDB")
 
 
 def _redis_url() -> str:
@@ -77,11 +97,10 @@ def worker_env(
 ) -> dict[str, str]:
     from django.db import connection
 
-    if connection.vendor != "postgresql":
-        service_missing("PostgreSQL (for worker processes)")
+    if connection.vendor not in SERVERS:
+        service_missing("PostgreSQL or MySQL/MariaDB (for worker processes)")
     with django_db_blocker.unblock():
-        s = connection.settings_dict
-    db_url = f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+        db_url = database_url(connection.settings_dict)
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",

@@ -38,6 +38,17 @@ def service_missing(what: str) -> None:
     pytest.skip(f"{what} not reachable")
 
 
+#: URL schemes of tests/settings.py's DATABASE_URL, by Django engine.
+_SCHEMES = {"django.db.backends.postgresql": "postgres", "django.db.backends.mysql": "mysql"}
+
+
+def database_url(settings_dict: dict[str, Any]) -> str:
+    """DATABASE_URL for a process of its own (a worker, manage.py) on this database."""
+    s = settings_dict
+    scheme = _SCHEMES[s["ENGINE"]]
+    return f"{scheme}://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
     """Poll until ``predicate()`` is truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
