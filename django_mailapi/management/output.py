@@ -66,6 +66,11 @@ def render_json(rows: Iterable[Mapping[str, Any]]) -> str:
     return json.dumps(list(rows), indent=2, ensure_ascii=False, default=_json_default)
 
 
+def render_json_object(obj: Mapping[str, Any]) -> str:
+    """One JSON object (a report rather than a list of rows), keys in their given order."""
+    return json.dumps(dict(obj), indent=2, ensure_ascii=False, default=_json_default)
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.timezone.utc).isoformat()
