@@ -18,6 +18,10 @@ and parses the request; this module records the result):
   events (``delivery_status``: per recipient, never backwards; across recipients, the
   worst wins) under a row lock held for those few statements, and a bounce, complaint,
   failure or suppression writes a ``FailedSend`` with a local code.
+- **Suppressed.** A hard bounce, complaint or provider-side suppression adds its address
+  to the suppression list (``suppression.record_event``, per ``SUPPRESS_ON``) in the same
+  transaction: when the event is stored, and for a complaint, which needs the email's
+  org, when it is matched.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from typing import Any
 
 from django.db import IntegrityError, models, router, transaction
 
-from . import signals
+from . import signals, suppression
 from .models import DeliveryEvent, DeliveryStatus, EventType, FailedSend, OutboundEmail
 from .providers.base import DeliveryReport
 
@@ -151,6 +155,7 @@ def receive(provider: str, reports: Sequence[DeliveryReport], now: dt.datetime) 
             with transaction.atomic(using=using):
                 event.save(using=using, force_insert=True)
                 email = _apply(event, using) if event.email_id else None
+                suppression.record_event(event, using)
         except IntegrityError:
             if not _stored(provider, event.provider_event_id, using):
                 raise
@@ -259,6 +264,7 @@ def _match(event: DeliveryEvent, found: tuple[int, str], using: str) -> Outbound
         if not won:
             return None
         event.email_id, event.org = email_id, org
+        suppression.record_event(event, using)
         return _apply(event, using)
 
 

@@ -4,9 +4,12 @@ In one transaction: the due rows among the task's ids are read with a row lock
 (``FOR UPDATE SKIP LOCKED`` where the database has it, so rows another worker is
 claiming right now are left to it; SQLite takes its single write lock first), the
 other members of their batches are brought in (a batch is claimed whole or not at all),
-each group's quota is booked and its requests planned, and one UPDATE writes the lease
-with each row's attempt count, units, day and batch key. Either all of that commits or
-none of it. The HTTP requests come after the commit; no lock is held during them.
+the suppression list is read once for every recipient of the claim, each group's
+suppressed recipients are left out, its quota booked and its requests planned, and one
+UPDATE writes the lease with each row's attempt count, units, day and batch key (emails
+sent to fewer recipients than asked get their narrowed payload written too). Either all
+of that commits or none of it. The HTTP requests come after the commit; no lock is held
+during them.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from dataclasses import dataclass, field
 from django.db import connections, router, transaction
 from django.utils import timezone
 
-from .. import sql
+from .. import sql, suppression
 from ..conf import MailapiSettings, get_settings
 from ..models import UNSETTLED, OutboundEmail, Status
-from .deliver import Delivery
+from .deliver import Delivery, suppression_wanted
 from .lease import Lease
+from .record import record_narrowed
 
 #: Written on every claimed row, each with its own values.
 _PLANNED = ["attempts", "quota_units", "quota_day", "batch_key"]
@@ -93,10 +97,13 @@ def claim(
         groups: dict[tuple[str, str, str], list[OutboundEmail]] = defaultdict(list)
         for row in rows:
             groups[(row.mailer, row.org, row.provider)].append(row)
+        # One query for the whole claim, before any batch is planned: new batches are
+        # formed from payloads that no longer name a suppressed recipient.
+        blocked = suppression.lookup(suppression_wanted(rows))
         deliveries = []
         for (mailer, _org, _provider), group in groups.items():
             delivery = Delivery(get_settings(mailer), group, lease)
-            delivery.prepare()
+            delivery.prepare(blocked)
             deliveries.append(delivery)
         sql.update_each(
             OutboundEmail,
@@ -105,6 +112,7 @@ def claim(
             {"status": Status.SENDING, "lease_token": token, "leased_until": until,
              "updated_at": now},
         )  # fmt: skip
+        record_narrowed([pair for d in deliveries for pair in d.narrowed], now)
     return Claim(lease, deliveries)
 
 

@@ -1,22 +1,23 @@
 """Sending one claimed group: check, book quota, plan the requests, send, record.
 
 A ``Delivery`` is made by the claim for the rows of one (mailer, org, provider) and
-prepared inside the claim's transaction (no HTTP there): every email is checked, quota
-is booked in one operation (or booking unit by booking unit when not all fit) and the
-requests are planned. After the claim commits, ``steps()`` makes the requests one by
-one, each only while the lease still holds all of its rows, and records what happened.
+prepared inside the claim's transaction (no HTTP there): every email is checked, its
+suppressed recipients are left out, quota is booked in one operation (or booking unit by
+booking unit when not all fit) for the recipients left, and the requests are planned.
+After the claim commits, ``steps()`` makes the requests one by one, each only while the
+lease still holds all of its rows, and records what happened.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
 from django.utils import timezone
 
-from .. import quota, ratelimit, sql
+from .. import quota, ratelimit, sql, suppression
 from ..conf import MailapiSettings
 from ..exceptions import MailapiError, QuotaExceeded, SendError
 from ..message import Message
@@ -34,6 +35,22 @@ from .record import (
 )
 
 logger = logging.getLogger("django_mailapi")
+
+
+def checkable(row: OutboundEmail) -> bool:
+    """Whether the suppression check may change this email before sending.
+
+    Not when it holds quota units from an earlier attempt (or a batch key, which only
+    such emails have): the API may have it already, under that key with that payload,
+    and a changed payload under the same key would be refused (409) or sent twice.
+    """
+    return not row.quota_units and not row.batch_key and row.payload is not None
+
+
+def suppression_wanted(rows: Iterable[OutboundEmail]) -> list[tuple[str, list[str]]]:
+    """(org, recipients) of the rows the suppression check looks at: one lookup's input."""
+    recipients = suppression.recipients_of
+    return [(row.org, recipients(cast(Message, row.payload))) for row in rows if checkable(row)]
 
 
 def provider_for(row: OutboundEmail, conf: MailapiSettings) -> tuple[Provider, str]:
@@ -66,18 +83,25 @@ class Delivery:
         #: Rows that will not be sent this time, recorded first thing in steps().
         self.refused: list[tuple[OutboundEmail, SendError]] = []
         self.requests: list[batching.Request] = []
+        #: Rows that go to fewer recipients than asked, with who was left out; the claim
+        #: stores their narrowed payloads (``record.record_narrowed``).
+        self.narrowed: list[tuple[OutboundEmail, list[suppression.LeftOut]]] = []
         self.provider: Provider | None = None
         self.api_key = ""
 
     # --- planning (inside the claim's transaction) ------------------------------------
-    def prepare(self) -> None:
-        """Check the rows, book their quota and plan the requests. No HTTP."""
+    def prepare(self, blocked: suppression.Blocked | None = None) -> None:
+        """Check the rows, leave out suppressed recipients, book quota and plan the
+        requests. No HTTP. ``blocked``: the claim's suppression lookup (made here when
+        not given)."""
         try:
             self.provider, self.api_key = provider_for(self.rows[0], self.conf)
         except Exception as exc:  # no key, unknown provider: every email fails the same way
             self.refused = [(row, as_send_error(exc)) for row in self.rows]
             return
-        ready = self.booked(self.checked(self.provider))
+        if blocked is None:
+            blocked = suppression.lookup(suppression_wanted(self.rows))
+        ready = self.booked(self.unsuppressed(self.checked(self.provider), blocked))
         size = batching.batch_size(type(self.provider), self.conf)
         self.requests = batching.plan_requests(ready, self.provider, size, self.carried)
 
@@ -114,6 +138,62 @@ class Delivery:
                 for row in held_back
             ]
         return ready
+
+    def unsuppressed(
+        self, rows: list[OutboundEmail], blocked: suppression.Blocked
+    ) -> list[OutboundEmail]:
+        """Rows without their suppressed recipients (to, cc and bcc), before quota is
+        booked and batches are planned, so both count the recipients actually mailed.
+
+        An email left with nobody, or with no ``to`` where the provider needs one, is
+        refused with ``recipient_suppressed``; one left with some goes to them, and the
+        claim stores its narrowed payload and a FailedSend naming who was left out.
+        Only emails the API cannot have yet are changed (``checkable``): one in doubt
+        goes again exactly as it went, payload and key, since the API may have it.
+        """
+        if not blocked:
+            return rows
+        assert self.provider is not None
+        kept = []
+        for row in rows:
+            if not checkable(row):
+                kept.append(row)
+                continue
+            payload, left_out = suppression.narrow(cast(Message, row.payload), row.org, blocked)
+            if not left_out:
+                kept.append(row)
+            elif not payload["to"] and (
+                self.provider.requires_to or not suppression.recipients_of(payload)
+            ):
+                self.refused.append((row, self._all_suppressed(payload, left_out)))
+            else:
+                row.payload = payload
+                row.recipient_count = len(suppression.recipients_of(payload))
+                self.narrowed.append((row, left_out))
+                kept.append(row)
+        return kept
+
+    def _all_suppressed(self, left: Message, left_out: list[suppression.LeftOut]) -> SendError:
+        others = suppression.recipients_of(left)
+        message = f"Every {'to ' if others else ''}recipient is on the suppression list: "
+        message += suppression.describe(left_out) + "."
+        if others:
+            message += (
+                f" The {self.provider.name if self.provider else ''} API needs an address in "
+                f"to, so the email was not sent to its other recipients ({', '.join(others)}) "
+                "either."
+            )
+        else:
+            message += " Nothing was sent."
+        return SendError(
+            message,
+            code="recipient_suppressed",
+            local=True,
+            details={
+                "left_out": [item.as_json() for item in left_out],
+                "not_sent": others,
+            },
+        )
 
     def booked(self, rows: list[OutboundEmail]) -> list[OutboundEmail]:
         """Rows that hold quota: carried over, or booked now (all at once if they fit,

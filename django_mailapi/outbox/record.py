@@ -17,13 +17,14 @@ from typing import Any
 from django.db import router, transaction
 from django.utils import timezone
 
-from .. import events, quota, signals, sql
+from .. import events, quota, signals, sql, suppression
 from ..conf import MailapiSettings
 from ..dispatch import schedule
 from ..exceptions import ImproperlyConfigured, MailapiError, SendError
 from ..models import FailedSend, OutboundEmail, Status
 from ..providers import resolve_provider_class
 from ..providers.base import Provider
+from ..text import plural
 from . import policy
 from .lease import Lease
 
@@ -259,6 +260,45 @@ def _failure(
         will_retry=will_retry,
         created_at=now,
     )
+
+
+def record_narrowed(
+    narrowed: Sequence[tuple[OutboundEmail, list[suppression.LeftOut]]], now: dt.datetime
+) -> None:
+    """Store the emails that go to fewer recipients than asked: their narrowed payload
+    and recipient count, and a FailedSend (``recipient_suppressed``, not retried) naming
+    who was left out.
+
+    Runs in the claim's transaction, on rows it holds locked and has not handed to
+    anyone yet, so it needs no fence: the payload written is the one every later attempt
+    sends, under the same key. No ``send_failed`` signal: the email is not failed.
+    """
+    if not narrowed:
+        return
+    using = router.db_for_write(OutboundEmail)
+    sql.update_each(
+        OutboundEmail,
+        ["payload", "recipient_count"],
+        {row.pk: [row.payload, row.recipient_count] for row, _ in narrowed},
+        {},
+    )
+    failures = []
+    for row, left_out in narrowed:
+        error = SendError(
+            f"Left out {plural(len(left_out), 'suppressed recipient')}: "
+            f"{suppression.describe(left_out)}; sent to the other {row.recipient_count}.",
+            code="recipient_suppressed",
+            local=True,
+            details={"left_out": [item.as_json() for item in left_out]},
+        )
+        failures.append(_failure(row, error, "mailapi", False, now))
+    FailedSend.objects.using(using).bulk_create(failures)
+    for row, left_out in narrowed:
+        logger.info(
+            "django-mailapi: email #%s leaves out suppressed %s",
+            row.pk,
+            suppression.describe(left_out),
+        )
 
 
 def abandon(lease: Lease, rows: Sequence[OutboundEmail]) -> int:
