@@ -98,6 +98,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(VAR / "broker"),
         "data_folder_out": str(VAR / "broker"),
+        # Which queues each exchange feeds (one file per queue name): under var/ too,
+        # not in the directory the worker happens to start in.
+        "control_folder": str(VAR / "broker-control"),
         "store_processed": False,
     }
 CELERY_TASK_SERIALIZER = "json"
