@@ -62,6 +62,12 @@ def render_table(columns: Sequence[Column], rows: Iterable[Mapping[str, Any]]) -
     return "\n".join(lines)
 
 
+def progress_bar(done: int, total: int, width: int = 30) -> str:
+    """One frame of a progress bar drawn over itself on a terminal (starts with "\\r")."""
+    filled = width * done // total if total else width
+    return f"\r[{'#' * filled}{' ' * (width - filled)}] {done}/{total}"
+
+
 def render_json(rows: Iterable[Mapping[str, Any]]) -> str:
     return json.dumps(list(rows), indent=2, ensure_ascii=False, default=_json_default)
 

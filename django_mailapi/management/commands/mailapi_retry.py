@@ -12,7 +12,7 @@ from django.db.models import QuerySet
 
 from django_mailapi import outbox
 from django_mailapi.management.arguments import MailapiCommand, add_selection_arguments
-from django_mailapi.management.output import Column, render_table
+from django_mailapi.management.output import Column, progress_bar, render_table
 from django_mailapi.models import OutboundEmail, Status
 from django_mailapi.text import plural
 
@@ -104,11 +104,6 @@ class Retrier:
             )
             self.progress(min(start + CHUNK, len(ids)), len(ids))
         return ids, done
-
-
-def progress_bar(done: int, total: int, width: int = 30) -> str:
-    filled = width * done // total if total else width
-    return f"\r[{'#' * filled}{' ' * (width - filled)}] {done}/{total}"
 
 
 class Command(MailapiCommand):
