@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
+from django.db import router
 from django.utils import timezone
 
 from .. import quota, ratelimit, sql, suppression
@@ -227,7 +228,7 @@ class Delivery:
         """A refusal, made permanent when the email alone is bigger than the limit."""
         if exc.code not in ("daily_quota_exceeded", "monthly_quota_exceeded"):
             return exc
-        limits = quota.limits_for(row.org, self.conf)
+        limits = quota.limits_for(row.org, self.conf, router.db_for_write(OutboundEmail))
         limit = limits.daily if exc.code == "daily_quota_exceeded" else limits.monthly
         units = quota.units_for(row.recipient_count, self.conf)
         # A limit of 0 means "nothing for now" (like a pause): waiting for it to rise is right.

@@ -64,7 +64,7 @@ def retry_now(queryset: OutboundEmailQuerySet) -> int:
     now = timezone.now()
     using = router.db_for_write(OutboundEmail)
     with transaction.atomic(using=using):
-        picked = queryset.filter(status__in=RETRYABLE, payload__isnull=False)
+        picked = queryset.using(using).filter(status__in=RETRYABLE, payload__isnull=False)
         keys = set(picked.in_doubt().exclude(batch_key="").values_list("batch_key", flat=True))
         wanted = Q(pk__in=picked.values("pk"))
         if keys:
