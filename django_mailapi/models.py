@@ -50,6 +50,7 @@ class BrowsableQuerySet(models.QuerySet[_M]):
             values = (
                 self.model._default_manager.using(self.db)
                 .exclude(**{field: ""})
+                .exclude(**{f"{field}__isnull": True})
                 .order_by(field)
                 .values_list(field, flat=True)
                 .distinct()[:limit]

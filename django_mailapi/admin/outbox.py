@@ -15,9 +15,11 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from .. import outbox
+from ..backend import split_addresses
 from ..models import FailedSend, OutboundEmail, OutboundEmailQuerySet, Status
 from ..text import plural
 from . import events as events_admin
+from . import suppressions as suppressions_admin
 from .base import (
     FILTER_CHOICES_LIMIT,
     OrgFilter,
@@ -120,6 +122,7 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
                     "mailer",
                     "from_email",
                     "recipients",
+                    "suppressed_recipients",
                     "original_recipients",
                     "subject",
                     "send_at",
@@ -166,6 +169,11 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
     @admin.display(description="recipients", ordering="recipients")
     def recipients_short(self, obj: OutboundEmail) -> str:
         return truncated(obj.recipients, 40)
+
+    @admin.display(description="suppressed recipients")
+    def suppressed_recipients(self, obj: OutboundEmail) -> SafeString:
+        """Its recipients on the suppression list now, each linked to its row."""
+        return suppressions_admin.recipient_links(split_addresses(obj.recipients), obj.org)
 
     @admin.display(description="subject", ordering="subject")
     def subject_short(self, obj: OutboundEmail) -> str:
