@@ -106,6 +106,50 @@ def _webhooks_without_secret(config: Mapping[str, Any]) -> tuple[str, str] | Non
     )
 
 
+#: RabbitMQ's default consumer_timeout: a consumer holding an unacknowledged message (a
+#: task waiting for its countdown) longer than this is cancelled and the message requeued.
+RABBITMQ_CONSUMER_TIMEOUT = 1800
+#: Kombu's default Redis visibility_timeout: a message not acknowledged within it is
+#: delivered again, to any worker.
+REDIS_VISIBILITY_TIMEOUT = 3600
+
+
+def broker_redelivery_limit() -> tuple[int, str] | None:
+    """(seconds, what sets it) after which the broker hands an unacknowledged task out
+    again or cancels its consumer; None for a broker this does not know."""
+    url = getattr(settings, "CELERY_BROKER_URL", None)
+    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", None)
+    if url is None:  # configured on the Celery app itself rather than in settings
+        from celery import current_app
+
+        url = current_app.conf.broker_url
+        options = options or current_app.conf.broker_transport_options
+    scheme = str(url or "").split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme in ("redis", "rediss", "sentinel"):
+        timeout = (options or {}).get("visibility_timeout", REDIS_VISIBILITY_TIMEOUT)
+        return int(timeout), "Redis's visibility_timeout"
+    if scheme in ("amqp", "amqps", "pyamqp", "librabbitmq"):
+        return RABBITMQ_CONSUMER_TIMEOUT, "RabbitMQ's default consumer_timeout"
+    return None
+
+
+def _countdown_outlives_the_broker(config: Mapping[str, Any]) -> tuple[str, str] | None:
+    eta = _value(config, "MAX_ETA_SECONDS")
+    limit = broker_redelivery_limit()
+    if limit is None or not SETTINGS["MAX_ETA_SECONDS"].valid(eta) or eta < limit[0]:
+        return None
+    seconds, name = limit
+    return (
+        f"MAILAPI['MAX_ETA_SECONDS'] ({eta}) is not under {name} ({seconds} s): a task "
+        "waiting that long for its countdown may be delivered to a second worker, or its "
+        "worker's consumer cancelled.",
+        f"Set MAX_ETA_SECONDS below {seconds} (the default, "
+        f"{DEFAULTS['MAX_ETA_SECONDS']}, is under both Redis's and RabbitMQ's defaults), or "
+        "raise the broker's limit (CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout'] "
+        "on Redis, consumer_timeout in rabbitmq.conf) and silence this check.",
+    )
+
+
 def _unknown_keys(config: Mapping[str, Any]) -> tuple[str, str] | None:
     unknown = sorted(set(config) - set(SETTINGS) - NOT_SETTINGS)
     if not unknown:
@@ -145,6 +189,13 @@ RULES = (
         "event is answered 404",
         _webhooks_without_secret,
         per_mailer=False,
+    ),
+    Rule(
+        "mailapi.W005",
+        "`MAX_ETA_SECONDS` is not under the broker's redelivery limit (Redis's "
+        "`visibility_timeout`, RabbitMQ's 30-minute `consumer_timeout`), so a scheduled "
+        "task could run twice or lose its consumer",
+        _countdown_outlives_the_broker,
     ),
     Rule(
         "mailapi.I001",
