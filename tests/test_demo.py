@@ -33,12 +33,21 @@ def test_demo_sends_through_a_real_worker_on_sqlite_and_a_filesystem_broker(tmp_
     assert (tmp_path / "db.sqlite3").exists()
     assert "The sandbox received 7 emails." in out
     lines = out.splitlines()
-    assert sum(" sent " in line for line in lines) == 7
+    # Outbox rows: id, org, status, ...
+    assert sum(line.split()[2:3] == ["sent"] for line in lines if line[:1].isdigit()) == 7
     # The sandbox reported one of them bounced, with a signed webhook this process took.
     assert any(
         "bounced@example.org" in line and line.rstrip().endswith("bounced") for line in lines
     )
     assert any("hard_bounce" in line and "local  no" in line for line in lines)
+    # The bounce put the address on the suppression list: the second email to it is
+    # refused by the worker, locally, and never reaches the sandbox.
+    assert any(
+        "bounced@example.org" in line and " failed " in line and "recipient_suppressed" in line
+        for line in lines
+    )
+    assert any("recipient_suppressed  local  no" in line for line in lines)
+    assert any(line.startswith("bounced@example.org  every org  hard_bounce") for line in lines)
     assert sum(line.rstrip().endswith("delivered") for line in lines) >= 6
     assert sum(" deferred " in line and "daily_quota_exceeded" in line for line in lines) == 2
     assert any("invalid_from_address  422    no" in line for line in lines)

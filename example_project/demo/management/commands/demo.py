@@ -1,7 +1,8 @@
 """`make demo`: a handful of emails through EMAIL_BACKEND -> a real Celery worker -> the
 local sandbox provider, then the outcome with error codes and suggested actions. The
 sandbox then reports what became of each email with signed delivery events, which this
-process receives at /mailapi/webhooks/resend/ (one of them a hard bounce)."""
+process receives at /mailapi/webhooks/resend/ (one of them a hard bounce, which puts the
+address on the suppression list: a second email to it is refused by the worker)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from django_mailapi.models import (
     OrgQuota,
     OutboundEmail,
     Status,
+    Suppression,
     UsageCounter,
 )
 from django_mailapi.sandbox import SandboxServer
@@ -59,6 +61,8 @@ class Command(BaseCommand):
                 self._send()
                 self._wait()
                 self._wait_for_events(sandbox)
+                self._send_again()
+                self._wait()
             finally:
                 worker.terminate()
                 worker.wait(20)
@@ -84,7 +88,14 @@ class Command(BaseCommand):
             self.stderr.write("Gave up waiting for delivery events; showing what came.")
 
     def _clear(self) -> None:
-        for model in (DeliveryEvent, FailedSend, OutboundEmail, UsageCounter, OrgQuota):
+        for model in (
+            Suppression,
+            DeliveryEvent,
+            FailedSend,
+            OutboundEmail,
+            UsageCounter,
+            OrgQuota,
+        ):
             model.objects.all().delete()
         broker = VAR / "broker"
         if broker.is_dir():
@@ -146,6 +157,15 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"Sent {OutboundEmail.objects.count()} emails with send_mail().")
 
+    def _send_again(self) -> None:
+        # The hard bounce put the address on the suppression list: the worker checks it
+        # just before sending, so this one fails locally and never reaches the API.
+        mail.send_mail("Old address, again", "Refused locally.", None, ["bounced@example.org"])
+        self.stdout.write(
+            "Sent another email to bounced@example.org, on the suppression list since its "
+            "hard bounce."
+        )
+
     def _wait(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         busy = [Status.QUEUED, Status.SENDING]
@@ -195,6 +215,12 @@ class Command(BaseCommand):
             for d in DeliveryEvent.objects.select_related("email").order_by("email_id", "id")
         ]
         out(table(("email", "event", "recipient", "delivery status"), rows))
+        out("\nSuppression list (added by the hard bounce; manage.py mailapi_suppress list)")
+        rows = [
+            (row.address, row.org or "every org", row.reason, f"#{row.event_id or '-'}")
+            for row in Suppression.objects.order_by("address")
+        ]
+        out(table(("address", "org", "reason", "from event"), rows))
         out("\nUsage today (UTC)")
         now = timezone.now()
         rows = []
