@@ -171,11 +171,15 @@ def update_each(
     fence = dict(fence or {})
     using = router.db_for_write(model)
     manager = model._default_manager.db_manager(using)
-    if not _native(using):  # pragma: no cover - databases CI does not run
+    if not _native(using):  # pragma: no cover - MySQL/MariaDB: make test-mysql, unmeasured
         with transaction.atomic(using=using):
+            # By key, like the claim: an ORDER BY on another column (the model's ordering)
+            # lets MySQL read the rows through that column's index, locking, and waiting
+            # for, every row it passes on the way, which deadlocks with a concurrent claim.
             held = list(
                 manager.select_for_update()
                 .filter(pk__in=list(per_row), **fence)
+                .order_by("pk")
                 .values_list("pk", flat=True)
             )
             if shared:
