@@ -1,6 +1,8 @@
 """Delivery guarantees, proven by breaking real parts: worker processes killed with
 SIGKILL, a broker that is down, an API that fails 30% of requests, an API that
-rate-limits. PostgreSQL + Redis + real Celery workers + the sandbox over HTTP.
+rate-limits. PostgreSQL (or MySQL/MariaDB) + Redis + real Celery workers + the sandbox
+over HTTP. The worker-killed, broker-outage and rate-limit tests run twice: with Redis
+and with RabbitMQ as the broker.
 
 Each test prints its figures (sent, lost, duplicated, 429s, timings) to the terminal;
 the assertions are about outcomes, never about how fast something went. One outcome has a
@@ -22,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 from django.core import mail
@@ -30,14 +33,56 @@ from django_mailapi import outbox
 from django_mailapi.conf import DEFAULTS, get_settings
 from django_mailapi.models import FailedSend, OutboundEmail, Status
 from tests.celeryapp import app as celery_app
-from tests.helpers import FIGURES, Worker, wait_for
+from tests.helpers import FIGURES, Worker, service_missing, wait_for
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
 
+#: The machine's RabbitMQ (guest/guest, vhost /); RABBITMQ_URL names another.
+RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
 
 @pytest.fixture(autouse=True)
-def _services(postgres: None, sandbox: Any, settings: Any) -> None:
+def _services(server_db: None, sandbox: Any, settings: Any) -> None:
     settings.EMAIL_BACKEND = "django_mailapi.backend.EmailBackend"
+
+
+def _rabbitmq() -> tuple[str, int]:
+    """RABBITMQ_URL and its port, or a skip (a failure in CI) when it does not answer."""
+    port = urlparse(RABBITMQ_URL).port or 5672
+    if not _answers(port):
+        service_missing(f"RabbitMQ at {RABBITMQ_URL}")
+    return RABBITMQ_URL, port
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The broker this process publishes to, and the workers it starts consume from."""
+    original = celery_app.conf.broker_url
+    if request.param == "redis":
+        yield original
+        return
+    url, _port = _rabbitmq()
+    point_celery_at(url)
+    try:
+        yield url
+    finally:
+        point_celery_at(original)
+
+
+def broker_name(url: str) -> str:
+    return "rabbitmq" if url.startswith("amqp") else "redis"
+
+
+def delete_queue(url: str, queue: str) -> None:
+    """Delete a test's queue (and its exchange) from RabbitMQ, where queues are durable
+    and would outlive the run; on Redis an empty queue is gone by itself."""
+    from kombu import Connection
+
+    with Connection(url, connect_timeout=2) as conn:
+        channel = conn.default_channel
+        channel.queue_delete(queue)
+        channel.exchange_delete(queue)
 
 
 @pytest.fixture
@@ -58,9 +103,14 @@ def start_worker(worker_env: dict[str, str], tmp_path: Any, settings: Any) -> It
     # A queue of the test's own, so the session's shared worker never takes its tasks.
     queue = f"{settings.MAILAPI['QUEUE']}-{uuid.uuid4().hex[:8]}"
 
+    brokers: set[str] = set()
+
     def start(overrides: dict[str, Any], concurrency: int = 1, **env: str) -> Worker:
         overrides = {"QUEUE": queue, **overrides}
         settings.MAILAPI = {**settings.MAILAPI, **overrides}
+        # The broker this process publishes to, unless the test names another.
+        env.setdefault("CELERY_BROKER_URL", celery_app.conf.broker_url)
+        brokers.add(env["CELERY_BROKER_URL"])
         full_env = {**worker_env, "MAILAPI_TEST_OVERRIDES": json.dumps(overrides), **env}
         worker = Worker(full_env, tmp_path / f"worker{len(workers)}.log", concurrency)
         workers.append(worker.start())
@@ -69,6 +119,9 @@ def start_worker(worker_env: dict[str, str], tmp_path: Any, settings: Any) -> It
     yield start
     for worker in workers:
         worker.stop(signal.SIGKILL)
+    if any(url.startswith("amqp") for url in brokers):
+        # Straight to RabbitMQ: a test's proxy in front of it may be stopped by now.
+        delete_queue(RABBITMQ_URL, queue)
 
 
 def send_many(count: int, to: str = "user{i}@example.com") -> list[int]:
@@ -110,7 +163,7 @@ def sweep_until_settled(total: int, timeout: float) -> None:
 
 
 def test_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
-    sandbox, start_worker, report
+    sandbox, broker, start_worker, report
 ):
     overrides = {"LEASE_SECONDS": 3, "SWEEP_AFTER_SECONDS": 2, "BATCH_SIZE": 20}
     first = start_worker(overrides)
@@ -127,6 +180,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
     assert set(per_key) == subjects()
     assert max(per_key.values()) == 1
     report(
+        broker=broker_name(broker),
         messages=300,
         delivered_before_kill=at_kill,
         sent=len(per_key),
@@ -163,7 +217,7 @@ class Beat:
 
 
 def test_worker_killed_with_default_settings_is_recovered_within_a_minute(
-    sandbox, start_worker, settings, report
+    sandbox, broker, start_worker, settings, report
 ):
     # Default settings: no lease, sweep or batch overrides, and the test settings' own
     # shorter timeout and retry delays put back to the defaults too.
@@ -202,6 +256,7 @@ def test_worker_killed_with_default_settings_is_recovered_within_a_minute(
     by_status = Counter(OutboundEmail.objects.values_list("status", flat=True))
     conf = get_settings()
     report(
+        broker=broker_name(broker),
         messages=300,
         lease_seconds=conf.LEASE_SECONDS,
         sweep_after_seconds=conf.SWEEP_AFTER_SECONDS,
@@ -237,14 +292,55 @@ def point_celery_at(url: str) -> None:
     celery_app.amqp._producer_pool = None
 
 
+class RedisBroker:
+    """A redis-server of the test's own on a free port: down until started."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+class RabbitMQBroker:
+    """The shared RabbitMQ behind a proxy on a free port, which the test starts and
+    stops: while it is stopped the broker is unreachable for this test alone."""
+
+    def __init__(self) -> None:
+        url, target = _rabbitmq()
+        self.port = free_port()
+        self.url = url.replace(f":{target}/", f":{self.port}/", 1)
+        self.proxy = TcpProxy(target, self.port)
+        self.started = False
+
+    def start(self) -> None:
+        self.proxy.start()
+        self.started = True
+
+    def stop(self) -> None:
+        if self.started:
+            self.proxy.stop()
+
+
+@pytest.mark.parametrize("kind", ["redis", "rabbitmq"])
 def test_broker_outage_keeps_rows_queued_and_the_sweeper_delivers_them(
-    sandbox, start_worker, report
+    sandbox, start_worker, report, kind
 ):
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
+    broker = RedisBroker() if kind == "redis" else RabbitMQBroker()
+    url = broker.url
     original = celery_app.conf.broker_url
     point_celery_at(url)
-    broker = None
     try:
         durations = []
         for i in range(20):
@@ -254,26 +350,21 @@ def test_broker_outage_keeps_rows_queued_and_the_sweeper_delivers_them(
         assert OutboundEmail.objects.filter(status=Status.QUEUED).count() == 20
         assert sandbox.emails == []
 
-        broker = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_for(lambda: _answers(port), timeout=20)
+        broker.start()
+        wait_for(lambda: _answers(broker.port), timeout=20)
         point_celery_at(url)
         start_worker({"SWEEP_AFTER_SECONDS": 1}, CELERY_BROKER_URL=url)
         sweep_until_settled(20, timeout=60)
     finally:
         point_celery_at(original)
-        if broker is not None:
-            broker.kill()
-            broker.wait(10)
+        broker.stop()
 
     per_key = deliveries_per_message(sandbox)
     assert OutboundEmail.objects.filter(status=Status.SENT).count() == 20
     assert len(per_key) == 20
     assert max(per_key.values()) == 1
     report(
+        broker=kind,
         send_mail_calls=20,
         broker_down_send_mail_seconds_max=round(max(durations), 3),
         broker_down_send_mail_seconds_mean=round(sum(durations) / 20, 3),
@@ -323,7 +414,7 @@ def test_api_failing_30_percent_ends_every_email_sent_once_or_recorded(
 
 @pytest.mark.parametrize("shared_limit", [False, True], ids=["no-limit", "RATE_LIMIT=5"])
 def test_rate_limited_api_gets_everything_and_no_429_with_a_shared_limit(
-    sandbox, start_worker, report, shared_limit
+    sandbox, broker, start_worker, report, shared_limit
 ):
     sandbox.rate_limit = 5
     # One request per email, and eight tasks so both worker processes take some.
@@ -345,6 +436,7 @@ def test_rate_limited_api_gets_everything_and_no_429_with_a_shared_limit(
     if shared_limit:
         assert rate_limited == 0
     report(
+        broker=broker_name(broker),
         messages=40,
         worker_processes=2,
         shared_rate_limit=shared_limit,
@@ -370,10 +462,30 @@ def test_worker_processes_get_settings_overrides_as_json():
     assert out.stdout.strip() == "3"
 
 
+def cut_other_connections() -> int:
+    """End every other session on the test database, as a database restart would."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return int(cursor.fetchone()[0])
+        cursor.execute(
+            "SELECT id FROM information_schema.processlist "
+            "WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        for session in ids:
+            cursor.execute(f"KILL CONNECTION {int(session)}")
+        return len(ids)
+
+
 def test_database_lost_mid_send_marks_nothing_false_and_the_email_goes_once(
     sandbox, start_worker, report
 ):
-    from django.db import connection
 
     start_worker({"LEASE_SECONDS": 3, "SWEEP_AFTER_SECONDS": 1})
     mail.send_mail("DB outage", "b", "a@example.com", ["slow+1500@example.com"])
@@ -381,12 +493,7 @@ def test_database_lost_mid_send_marks_nothing_false_and_the_email_goes_once(
     wait_for(lambda: sandbox.stats["slowed"] >= 1, timeout=30)  # the worker is in the call
 
     # Cut every database connection but ours: the worker's write of the outcome fails.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        (terminated,) = cursor.fetchone()
+    terminated = cut_other_connections()
     assert terminated >= 1
     wait_for(lambda: len(sandbox.emails) == 1, timeout=30)  # the API did take it
     row.refresh_from_db()
