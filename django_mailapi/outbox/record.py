@@ -8,6 +8,7 @@ about them and logs that it did not.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections import Counter, defaultdict
@@ -152,16 +153,25 @@ def record_failures(
         return Counter()
     now = timezone.now()
     planned: list[tuple[OutboundEmail, SendError, str, policy.Decision, tuple[int, Any]]] = []
+    # A batch that failed as one request is decided as one: its members may have used
+    # different numbers of attempts (one was tried alone before), and if some ran out
+    # while others did not, a batch in doubt would be split between failed and queued
+    # under one key, which no claim could ever take whole again. So the member with the
+    # most retries left decides for all of them.
+    floor = min(row.attempts for row, _ in pairs) if together else None
     for row, error in pairs:
         source = "mailapi" if error.local else catalog_name(row, conf)
         decision = policy.decide(
             error,
             source,
-            attempts=row.attempts,
+            attempts=row.attempts if floor is None else floor,
             was_in_doubt=row.pk in carried and not resolved,
             conf=conf,
             now=now,
         )
+        if floor is not None:  # each row keeps its own count
+            own = max(0, row.attempts - 1) if decision.outcome == "deferred" else row.attempts
+            decision = dataclasses.replace(decision, attempts=own)
         planned.append((row, error, source, decision, (row.quota_units, row.quota_day)))
     if together:  # one time for a batch's retry
         retrying = [d.next_attempt_at for _r, _e, _s, d, _h in planned if d.outcome == "retry"]
