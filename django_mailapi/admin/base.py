@@ -21,7 +21,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.text import Truncator
@@ -49,6 +49,44 @@ def truncated(text: str, length: int) -> str:
     if len(text) <= length:
         return text
     return format_html('<span title="{}">{}</span>', text, Truncator(text).chars(length))
+
+
+def first_sentence(text: str, length: int = 70) -> str:
+    """The first sentence of ``text`` (cut to ``length``), the whole text on hover."""
+    if not text:
+        return ""
+    head = text.split(". ", 1)[0].rstrip(".") + "."
+    if len(head) > length:
+        head = Truncator(head).chars(length)
+    if head == text:
+        return format_html("{}", text)
+    return format_html('<span class="mailapi-hint" title="{}">{}</span>', text, head)
+
+
+def status_badge(status: str, label: str = "") -> str:
+    """``status`` as a coloured badge (the colours are in django_mailapi/admin.css)."""
+    return format_html(
+        '<span class="mailapi-badge mailapi-badge-{}">{}</span>', status, label or status
+    )
+
+
+def reference_anchor(source: str, code: str) -> str:
+    """The id of ``code``'s entry in ``source``'s catalog on the error reference page."""
+    return f"code-{source}-{code}"
+
+
+def code_link(source: str, code: str) -> str:
+    """``code`` as <code>, linked to its entry in the error reference ("-" if empty)."""
+    if not code:
+        return "-"
+    url = reverse("admin:django_mailapi_error_reference")
+    return format_html(
+        '<a href="{}#{}" title="{}: what it means and what to do"><code>{}</code></a>',
+        url,
+        reference_anchor(source, code),
+        code,
+        code,
+    )
 
 
 def http_status_label(status: int | None) -> str:
@@ -129,9 +167,13 @@ class ProviderFilter(ValuesFilter):
 class LeanChangeList(ChangeList):
     """A changelist that leaves out the fields its admin's ``list_defer`` names."""
 
-    def get_queryset(self, request: HttpRequest, *args: Any) -> QuerySet[Any]:
-        # *args: Django 5.0 added exclude_parameters; 4.2 has none.
-        queryset = super().get_queryset(request, *args)
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Any]:
+        # "Show counts" (facets) asks for the queryset without one filter's parameters,
+        # by keyword; Django 4.2 has no such parameter.
+        if exclude_parameters is None:
+            queryset = super().get_queryset(request)
+        else:
+            queryset = super().get_queryset(request, exclude_parameters=exclude_parameters)
         deferred = getattr(self.model_admin, "list_defer", ())
         return queryset.defer(*deferred) if deferred else queryset
 
@@ -144,6 +186,9 @@ class ReadOnlyAdmin(ModelAdmin):
     list_per_page = 50
     #: Fields the changelist does not load (large ones it never shows).
     list_defer: tuple[str, ...] = ()
+
+    class Media:
+        css = {"all": ("django_mailapi/admin.css",)}
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return LeanChangeList

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -20,9 +21,12 @@ from .base import (
     ProviderFilter,
     ReadOnlyAdmin,
     ValuesFilter,
+    code_link,
     extra_page,
+    first_sentence,
     http_status_label,
     page_context,
+    reference_anchor,
     truncated,
 )
 
@@ -54,17 +58,18 @@ class HttpStatusFilter(admin.SimpleListFilter):
 @admin.register(FailedSend)
 class FailedSendAdmin(ReadOnlyAdmin):
     list_display = (
-        "created_at",
-        "error_code",
+        "created_short",
+        "email_summary",
+        "error_code_link",
         "http_status_display",
         "message_short",
         "suggested_action_short",
         "will_retry",
-        "email_link",
         "org",
-        "provider",
     )
-    list_display_links = ("created_at",)
+    list_display_links = ("created_short",)
+    list_select_related = ("email",)
+    list_defer = ("details", "email__payload")
     list_filter = (
         ErrorCodeFilter,
         ProviderFilter,
@@ -98,17 +103,38 @@ class FailedSendAdmin(ReadOnlyAdmin):
         ),
     )
 
-    @admin.display(description="HTTP status", ordering="http_status")
+    @admin.display(description="time (UTC)", ordering="created_at")
+    def created_short(self, obj: FailedSend) -> str:
+        return f"{obj.created_at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S}"
+
+    @admin.display(description="email")
+    def email_summary(self, obj: FailedSend) -> str:
+        """Which email: its number, linked, with its recipients and subject."""
+        email = obj.email
+        url = reverse("admin:django_mailapi_outboundemail_change", args=[obj.email_id])
+        return format_html(
+            '<a href="{}">#{}</a> {}<br><small>{}</small>',
+            url,
+            obj.email_id,
+            truncated(email.recipients, 30),
+            truncated(email.subject, 40) or "(no subject)",
+        )
+
+    @admin.display(description="error code", ordering="error_code")
+    def error_code_link(self, obj: FailedSend) -> str:
+        return code_link(obj.source, obj.error_code)
+
+    @admin.display(description="HTTP", ordering="http_status")
     def http_status_display(self, obj: FailedSend) -> str:
         return http_status_label(obj.http_status)
 
     @admin.display(description="message")
     def message_short(self, obj: FailedSend) -> str:
-        return truncated(obj.message, 60)
+        return truncated(obj.message, 50)
 
     @admin.display(description="suggested action")
     def suggested_action_short(self, obj: FailedSend) -> str:
-        return truncated(obj.suggested_action, 80)
+        return first_sentence(obj.suggested_action)
 
     @admin.display(description="suggested action")
     def suggested_action(self, obj: FailedSend) -> str:
@@ -152,12 +178,20 @@ class FailedSendAdmin(ReadOnlyAdmin):
 
 
 def reference_catalogs() -> Iterator[dict[str, Any]]:
-    """Every catalog, in the order ``errors.CATALOGS`` lists them, ready to render."""
+    """Every catalog, in the order ``errors.CATALOGS`` lists them, ready to render.
+
+    A code may have several entries (by HTTP status or message); the first carries the
+    code's anchor, which the lists link to.
+    """
     for provider, catalog in errors.CATALOGS.items():
-        yield {
-            "provider": provider,
-            "entries": [
+        seen: set[str] = set()
+        entries = []
+        for entry in catalog:
+            anchor = "" if entry.code in seen else reference_anchor(provider, entry.code)
+            seen.add(entry.code)
+            entries.append(
                 {
+                    "anchor": anchor,
                     "code": entry.code,
                     "http_status": http_status_label(entry.http_status),
                     "message": entry.message,
@@ -165,6 +199,5 @@ def reference_catalogs() -> Iterator[dict[str, Any]]:
                     "retry": entry.retry.value,
                     "docs_url": entry.docs_url,
                 }
-                for entry in catalog
-            ],
-        }
+            )
+        yield {"provider": provider, "entries": entries}

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import connections
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.loader import render_to_string
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from .. import outbox
 from ..backend import split_addresses
-from ..models import FailedSend, OutboundEmail, OutboundEmailQuerySet, Status
+from ..models import (
+    CANCELLABLE,
+    RETRYABLE,
+    FailedSend,
+    OutboundEmail,
+    OutboundEmailQuerySet,
+    Status,
+)
 from ..text import plural
 from . import events as events_admin
 from . import suppressions as suppressions_admin
@@ -26,7 +35,10 @@ from .base import (
     ProviderFilter,
     ReadOnlyAdmin,
     ValuesFilter,
+    code_link,
+    first_sentence,
     http_status_label,
+    status_badge,
     truncated,
 )
 
@@ -34,6 +46,14 @@ from .base import (
 ADDRESS_PARTS = ("from", "to", "cc", "bcc", "reply_to")
 #: Longest body shown on the change page; the rest is cut.
 BODY_PREVIEW_CHARS = 20_000
+#: Local codes that only say "the attempts before me failed": the cause is further back.
+WRAPPER_CODES = frozenset({"retries_exhausted"})
+#: Put first in the HTML preview's document: nothing it names may be fetched (the
+#: iframe's empty sandbox already stops scripts, forms and navigation).
+PREVIEW_POLICY = (
+    '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+    "style-src 'unsafe-inline'; img-src data:; font-src data:\">"
+)
 
 
 class LastErrorCodeFilter(ValuesFilter):
@@ -88,15 +108,14 @@ class ScheduledFilter(admin.SimpleListFilter):
 class OutboundEmailAdmin(ReadOnlyAdmin):
     list_display = (
         "id",
-        "status_label",
-        "delivery_status",
+        "status_badge",
         "org",
         "recipients_short",
         "subject_short",
-        "last_error_code",
+        "last_error_link",
         "suggested_action_short",
         "attempts",
-        "created_at",
+        "created_short",
     )
     list_display_links = ("id", "subject_short")
     list_filter = (
@@ -166,9 +185,26 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
             return f"scheduled for {timezone.localtime(obj.send_at):%Y-%m-%d %H:%M}"
         return str(obj.status)
 
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: OutboundEmail) -> str:
+        """The status as a badge, and what the provider reported since, if anything."""
+        scheduled = obj.status == Status.QUEUED and obj.send_at and obj.send_at > timezone.now()
+        badge = status_badge("scheduled" if scheduled else obj.status, self.status_label(obj))
+        if obj.delivery_status:
+            badge = SafeString(f"{badge} {status_badge(obj.delivery_status)}")
+        return badge
+
+    @admin.display(description="last error", ordering="last_error_code")
+    def last_error_link(self, obj: OutboundEmail) -> str:
+        return code_link(obj.error_source, obj.last_error_code)
+
+    @admin.display(description="created (UTC)", ordering="created_at")
+    def created_short(self, obj: OutboundEmail) -> str:
+        return f"{obj.created_at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M}"
+
     @admin.display(description="recipients", ordering="recipients")
     def recipients_short(self, obj: OutboundEmail) -> str:
-        return truncated(obj.recipients, 40)
+        return truncated(obj.recipients, 30)
 
     @admin.display(description="suppressed recipients")
     def suppressed_recipients(self, obj: OutboundEmail) -> SafeString:
@@ -177,11 +213,11 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
 
     @admin.display(description="subject", ordering="subject")
     def subject_short(self, obj: OutboundEmail) -> str:
-        return truncated(obj.subject, 50) or "(no subject)"
+        return truncated(obj.subject, 40) or "(no subject)"
 
     @admin.display(description="suggested action")
     def suggested_action_short(self, obj: OutboundEmail) -> str:
-        return truncated(obj.suggested_action, 60)
+        return first_sentence(obj.suggested_action)
 
     @admin.display(description="suggested action")
     def suggested_action(self, obj: OutboundEmail) -> str:
@@ -193,11 +229,10 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
 
     @admin.display(description="failed attempts")
     def failures_table(self, obj: OutboundEmail) -> SafeString:
-        failures = obj.failures.order_by("attempt", "created_at", "id")
         return SafeString(
             render_to_string(
                 "admin/django_mailapi/failures_table.html",
-                {"failures": [failure_row(f) for f in failures]},
+                {"groups": failure_groups(failures_of(obj))},
             )
         )
 
@@ -224,6 +259,106 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
             )
         )
 
+    # --- the email page: its summary and its own Retry now / Cancel buttons -------------
+    def get_urls(self) -> list[URLPattern]:
+        def one(action: str) -> URLPattern:
+            view = self.admin_site.admin_view(self.email_action_view)
+            return path(
+                f"<int:object_id>/{action}/",
+                view,
+                {"action": action},
+                name=f"django_mailapi_outboundemail_{action}",
+            )
+
+        return [one("retry"), one("cancel"), *super().get_urls()]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        email = self.get_object(request, object_id)
+        if email is not None:
+            extra_context = {
+                **(extra_context or {}),
+                "summary": self.summary(request, email),
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def summary(self, request: HttpRequest, email: OutboundEmail) -> dict[str, Any]:
+        """The banner on top of the email page: status, cause, what to do, buttons."""
+        failures = failures_of(email)
+        found = cause(failures)
+        if found is not None:
+            reason: dict[str, Any] | None = {
+                "code": code_link(found.source, found.error_code),
+                "http_status": http_status_label(found.http_status),
+                "message": found.message,
+                "action": found.suggested_action,
+                "times": sum(1 for f in failures if f.error_code == found.error_code),
+                "behind": failures[-1].error_code if failures[-1] is not found else "",
+            }
+        elif email.last_error_code:
+            reason = {
+                "code": code_link(email.error_source, email.last_error_code),
+                "http_status": http_status_label(email.last_error_status),
+                "message": "",
+                "action": email.suggested_action,
+                "times": 1,
+                "behind": "",
+            }
+        else:
+            reason = None
+        may_act = self.has_retry_permission(request)
+        return {
+            "status": email.status,
+            "badge": self.status_badge(email),
+            "cause": reason,
+            "next_attempt_at": email.next_attempt_at if email.status in RETRYABLE else None,
+            "retry_url": (
+                reverse("admin:django_mailapi_outboundemail_retry", args=[email.pk])
+                if may_act and email.status in RETRYABLE and email.payload is not None
+                else ""
+            ),
+            "cancel_url": (
+                reverse("admin:django_mailapi_outboundemail_cancel", args=[email.pk])
+                if may_act and email.status in CANCELLABLE
+                else ""
+            ),
+        }
+
+    def email_action_view(self, request: HttpRequest, object_id: int, action: str) -> HttpResponse:
+        """Retry or cancel one email through the same transitions as the bulk actions."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not (self.has_view_permission(request) and self.has_retry_permission(request)):
+            raise PermissionDenied
+        one = OutboundEmail.objects.filter(pk=object_id)
+        if action == "retry":
+            if outbox.retry_now(one):
+                self.message_user(request, f"Re-queued email #{object_id}: a worker sends it now.")
+            else:
+                self.message_user(
+                    request,
+                    f"Email #{object_id} was left alone: only failed, deferred or queued "
+                    "emails that still have their message can be retried.",
+                    messages.WARNING,
+                )
+        elif outbox.cancel(one):
+            self.message_user(request, f"Cancelled email #{object_id}.")
+        else:
+            self.message_user(
+                request,
+                f"Email #{object_id} was left alone: only queued, deferred or failed emails can "
+                "be cancelled, and not one the API may already have in a batch.",
+                messages.WARNING,
+            )
+        return HttpResponseRedirect(
+            reverse("admin:django_mailapi_outboundemail_change", args=[object_id])
+        )
+
     @admin.action(description="Retry now", permissions=("retry",))
     def retry_now(self, request: HttpRequest, queryset: OutboundEmailQuerySet) -> None:
         self.report_retry(request, outbox.retry_now(queryset), queryset.count())
@@ -240,17 +375,48 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
         )
 
 
-def failure_row(failure: FailedSend) -> dict[str, Any]:
-    return {
-        "attempt": failure.attempt,
-        "created_at": failure.created_at,
-        "error_code": failure.error_code,
-        "http_status": http_status_label(failure.http_status),
-        "message": failure.message,
-        "suggested_action": failure.suggested_action,
-        "will_retry": failure.will_retry,
-        "request_id": failure.request_id,
-    }
+def failures_of(email: OutboundEmail) -> list[FailedSend]:
+    """The email's failed attempts, oldest first."""
+    return list(email.failures.order_by("created_at", "id"))
+
+
+def cause(failures: list[FailedSend]) -> FailedSend | None:
+    """The failure that explains the email: the last one, or, when that only says the
+    retries ran out, the last provider error (else the last other error) before it."""
+    if not failures:
+        return None
+    last = failures[-1]
+    if last.error_code not in WRAPPER_CODES:
+        return last
+    earlier = [f for f in failures if f.error_code not in WRAPPER_CODES]
+    from_provider = [f for f in earlier if f.source != "mailapi"]
+    return (from_provider or earlier or [last])[-1]
+
+
+def failure_groups(failures: list[FailedSend]) -> list[dict[str, Any]]:
+    """Failed attempts grouped by (catalog, code, HTTP status), in order of first
+    appearance: how many, first and last time, the last message, the advice once."""
+    groups: dict[tuple[str, str, int | None], dict[str, Any]] = {}
+    for failure in failures:
+        key = (failure.source, failure.error_code, failure.http_status)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = {
+                "code": code_link(failure.source, failure.error_code),
+                "error_code": failure.error_code,
+                "http_status": http_status_label(failure.http_status),
+                "count": 0,
+                "first": failure.created_at,
+                "suggested_action": failure.suggested_action,
+                "retry_class": failure.retry_class,
+            }
+        group["count"] += 1
+        group["last"] = failure.created_at
+        group["attempts"] = [*group.get("attempts", []), failure.attempt]
+        group["message"] = failure.message
+        group["will_retry"] = failure.will_retry
+        group["request_id"] = failure.request_id or group.get("request_id", "")
+    return list(groups.values())
 
 
 def payload_view(payload: Any) -> dict[str, Any] | None:
@@ -281,11 +447,13 @@ def payload_view(payload: Any) -> dict[str, Any] | None:
         if isinstance(a, dict)
     ]
     headers = payload.get("headers") or {}
+    html = body(payload.get("html"))
     return {
         "addresses": addresses,
         "subject": payload.get("subject", ""),
         "headers": sorted(headers.items()) if isinstance(headers, dict) else [],
         "text": body(payload.get("text")),
-        "html": body(payload.get("html")),
+        "html": html,
+        "html_preview": None if html is None else PREVIEW_POLICY + html,
         "attachments": attachments,
     }

@@ -1,0 +1,214 @@
+"""The admin as the on-call person's cockpit: the cause, the fix and one click to act."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import escape
+
+from django_mailapi import errors
+from django_mailapi.models import OutboundEmail, Status
+from tests.factories import fail, failed_email, make_email, payload
+
+pytestmark = pytest.mark.django_db
+
+EMAILS = reverse("admin:django_mailapi_outboundemail_changelist")
+FAILURES = reverse("admin:django_mailapi_failedsend_changelist")
+REFERENCE = reverse("admin:django_mailapi_error_reference")
+
+
+def email_page(email: OutboundEmail) -> str:
+    return reverse("admin:django_mailapi_outboundemail_change", args=[email.pk])
+
+
+def button(email: OutboundEmail, action: str) -> str:
+    return reverse(f"admin:django_mailapi_outboundemail_{action}", args=[email.pk])
+
+
+def text(response) -> str:
+    assert response.status_code == 200, response.status_code
+    return response.content.decode()
+
+
+def rate_limited_then_exhausted() -> OutboundEmail:
+    """Nine 429s from the provider, then the local retries_exhausted."""
+    start = timezone.now().replace(microsecond=0) - dt.timedelta(hours=2)
+    email = make_email(status=Status.FAILED, attempts=9, created_at=start)
+    for attempt in range(1, 10):
+        fail(
+            email,
+            "rate_limit_exceeded",
+            429,
+            attempt=attempt,
+            will_retry=True,
+            created_at=start + dt.timedelta(minutes=attempt),
+        )
+    fail(email, "retries_exhausted", None, attempt=9, created_at=start + dt.timedelta(minutes=10))
+    return email
+
+
+def summary_of(page: str) -> str:
+    start = page.index('id="mailapi-summary"')
+    return page[start : page.index("</section>", start)]
+
+
+# --- the email page -------------------------------------------------------------------
+def test_email_page_summary_shows_the_provider_error_behind_retries_exhausted(admin_client):
+    email = rate_limited_then_exhausted()
+    action = errors.suggested_action("resend", "rate_limit_exceeded", 429)
+
+    page = text(admin_client.get(email_page(email)))
+    summary = summary_of(page)
+
+    assert page.index('id="mailapi-summary"') < page.index("Attempts that failed")
+    assert '<span class="mailapi-badge mailapi-badge-failed">failed</span>' in summary
+    assert "<code>rate_limit_exceeded</code></a> (429) &times; 9" in summary
+    assert "<code>retries_exhausted</code>; this is the error behind it" in summary
+    assert escape(action) in summary
+    assert f'action="{button(email, "retry")}"' in summary
+    assert f'action="{button(email, "cancel")}"' in summary
+
+
+def test_email_page_groups_attempts_by_code_with_the_advice_once(admin_client):
+    email = rate_limited_then_exhausted()
+    action = errors.suggested_action("resend", "rate_limit_exceeded", 429)
+
+    page = text(admin_client.get(email_page(email)))
+
+    # Once in the summary, once in the grouped table: not nine times.
+    assert page.count(escape(action)) == 2
+    assert "<td>&times; 9</td>" in page
+    assert "<td>&times; 1</td>" in page
+    assert f'href="{REFERENCE}#code-resend-rate_limit_exceeded"' in page
+    assert f'href="{REFERENCE}#code-mailapi-retries_exhausted"' in page
+
+
+def test_retry_now_button_requeues_the_email_through_the_outbox(admin_client):
+    email = rate_limited_then_exhausted()
+
+    page = text(admin_client.post(button(email, "retry"), follow=True))
+
+    assert f"Re-queued email #{email.pk}: a worker sends it now." in page
+    email.refresh_from_db()
+    assert (email.status, email.attempts) == (Status.QUEUED, 0)
+
+
+def test_retry_now_button_leaves_a_sent_email_alone_and_says_why(admin_client):
+    email = make_email(status=Status.SENT)
+
+    page = text(admin_client.post(button(email, "retry"), follow=True))
+
+    assert f"Email #{email.pk} was left alone" in page
+    email.refresh_from_db()
+    assert email.status == Status.SENT
+
+
+def test_cancel_button_cancels_the_email(admin_client):
+    email = make_email(status=Status.DEFERRED)
+
+    page = text(admin_client.post(button(email, "cancel"), follow=True))
+
+    assert f"Cancelled email #{email.pk}." in page
+    email.refresh_from_db()
+    assert email.status == Status.CANCELLED
+
+
+def test_email_buttons_take_a_post_with_a_csrf_token(admin_user, client):
+    email = failed_email("application_error", 500)
+    csrf_client = type(client)(enforce_csrf_checks=True)
+    csrf_client.force_login(admin_user)
+
+    assert csrf_client.get(button(email, "retry")).status_code == 405
+    assert csrf_client.post(button(email, "retry")).status_code == 403
+    email.refresh_from_db()
+    assert email.status == Status.FAILED
+
+
+def test_email_buttons_need_the_change_permission(client):
+    email = failed_email("application_error", 500)
+    viewer = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_outboundemail"))
+    client.force_login(viewer)
+
+    page = text(client.get(email_page(email)))
+
+    assert 'id="mailapi-summary"' in page
+    assert "Retry now" not in summary_of(page)
+    assert client.post(button(email, "retry")).status_code == 403
+    assert client.post(button(email, "cancel")).status_code == 403
+    email.refresh_from_db()
+    assert email.status == Status.FAILED
+
+
+def test_html_body_is_previewed_in_a_sandboxed_iframe_that_fetches_nothing(admin_client):
+    html = '<p onclick="x()">Hi <b>there</b></p><script>alert(1)</script><img src="https://t.example/p.gif">'
+    email = make_email(status=Status.SENT, payload=payload(html=html, text="a " * 3000))
+
+    page = text(admin_client.get(email_page(email)))
+
+    iframe = page[page.index("<iframe") : page.index("</iframe>")]
+    assert 'sandbox=""' in iframe
+    assert "&lt;meta http-equiv=&quot;Content-Security-Policy&quot;" in iframe
+    assert "default-src &#x27;none&#x27;" in iframe
+    assert escape(html) in iframe
+    assert "<script>alert(1)</script>" not in page
+    # Beside its source, which wraps like the text body.
+    assert f'<pre class="mailapi-body">{escape(html)}</pre>' in page
+
+
+def test_email_page_escapes_what_the_api_said(admin_client):
+    email = make_email(status=Status.FAILED)
+    failure = fail(email, "application_error", 500)
+    failure.message = "<img src=x onerror=alert(1)>"
+    failure.save()
+
+    page = text(admin_client.get(email_page(email)))
+
+    assert "<img src=x onerror=alert(1)>" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in summary_of(page)
+
+
+# --- lists ----------------------------------------------------------------------------
+@pytest.mark.parametrize("url", [EMAILS, FAILURES])
+def test_show_counts_answers_200(admin_client, url):
+    failed_email("rate_limit_exceeded", 429, org="acme")
+    failed_email("application_error", 500, org="globex")
+
+    page = text(admin_client.get(url, {"_facets": "1"}))
+
+    assert "acme (1)" in page
+    assert "globex (1)" in page
+
+
+def test_email_list_shows_status_badges_and_the_first_sentence_of_the_action(admin_client):
+    failed_email("rate_limit_exceeded", 429)
+    action = errors.suggested_action("resend", "rate_limit_exceeded", 429)
+
+    page = text(admin_client.get(EMAILS))
+
+    assert '<span class="mailapi-badge mailapi-badge-failed">failed</span>' in page
+    assert f'<span class="mailapi-hint" title="{escape(action)}">' in page
+    assert f'href="{REFERENCE}#code-resend-rate_limit_exceeded"' in page
+
+
+def test_failed_send_list_shows_recipient_and_subject_and_links_the_code(admin_client):
+    failed_email("invalid_attachment", 422, to="zed@example.org", subject="Your invoice")
+
+    page = text(admin_client.get(FAILURES))
+
+    assert "zed@example.org" in page
+    assert "Your invoice" in page
+    assert f'href="{REFERENCE}#code-resend-invalid_attachment"' in page
+
+
+def test_error_reference_has_one_anchor_per_code(admin_client):
+    page = text(admin_client.get(REFERENCE))
+
+    for provider, catalog in errors.CATALOGS.items():
+        for entry in catalog:
+            assert page.count(f'id="code-{provider}-{entry.code}"') == 1
