@@ -5,13 +5,17 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+import time_machine
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 
 from django_mailapi import errors
+from django_mailapi.admin import home
 from django_mailapi.models import OutboundEmail, Status
 from tests.factories import fail, failed_email, make_email, payload
 
@@ -212,3 +216,78 @@ def test_error_reference_has_one_anchor_per_code(admin_client):
     for provider, catalog in errors.CATALOGS.items():
         for entry in catalog:
             assert page.count(f'id="code-{provider}-{entry.code}"') == 1
+
+
+# --- the Mail API home ----------------------------------------------------------------
+HOME = reverse("admin:app_list", args=["django_mailapi"])
+
+
+@time_machine.travel(dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.timezone.utc), tick=False)
+def test_home_shows_todays_emails_the_backlog_and_the_last_days_failures(admin_client):
+    now = timezone.now()
+    rate_limited_then_exhausted()
+    failed_email("invalid_attachment", 422, to="x@example.org")
+    make_email(status=Status.QUEUED, next_attempt_at=now - dt.timedelta(minutes=5))
+    make_email(status=Status.DEFERRED, next_attempt_at=now + dt.timedelta(hours=1))
+    make_email(status=Status.SENT)
+    yesterday = now - dt.timedelta(days=2)
+    old = make_email(status=Status.FAILED, created_at=yesterday)
+    fail(old, "invalid_api_key", 401, created_at=yesterday)
+
+    page = text(admin_client.get(HOME))
+    health = page[page.index('id="mailapi-health"') : page.index('id="mailapi-reference"')]
+
+    assert f'<a href="{EMAILS}?status__exact=failed&amp;created=today">2</a>' in health
+    assert 'mailapi-badge-failed">failed</span></th><td class="mailapi-figure"><a' in health
+    assert f'href="{EMAILS}?status__exact=queued">1</a>' in health
+    assert f'href="{EMAILS}?status__exact=deferred">1</a>' in health
+    assert "5 min" in health
+    assert f'href="{FAILURES}?error_code=rate_limit_exceeded">9</a>' in health
+    assert f'href="{FAILURES}?error_code=invalid_attachment">1</a>' in health
+    assert "invalid_api_key" not in health
+    action = errors.suggested_action("resend", "rate_limit_exceeded", 429)
+    assert f'title="{escape(action)}"' in health
+    assert reverse("admin:django_mailapi_orgquota_usage_chart") in page
+
+
+def test_home_links_into_the_email_list_filtered_to_today(admin_client):
+    failed_email("application_error", 500, subject="Fresh")
+    make_email(
+        status=Status.FAILED, subject="Stale", created_at=timezone.now() - dt.timedelta(days=3)
+    )
+    page = text(admin_client.get(HOME))
+    start = page.index(f"{EMAILS}?status__exact=failed&amp;")
+    link = page[start : page.index('"', start)].replace("&amp;", "&")
+
+    listed = text(admin_client.get(link))
+
+    assert "Fresh" in listed
+    assert "Stale" not in listed
+
+
+def test_home_asks_one_query_per_figure(admin_client, django_assert_max_num_queries):
+    rate_limited_then_exhausted()
+    admin_client.get(HOME)  # warm the session and the content types
+
+    # Session and user (2), today's statuses, backlog, oldest due, failures by code.
+    with django_assert_max_num_queries(6):
+        text(admin_client.get(HOME))
+
+
+def test_each_home_figure_is_served_by_an_index(admin_client, postgres):
+    rate_limited_then_exhausted()
+    admin_client.get(HOME)
+    with CaptureQueriesContext(connection) as captured:
+        home.health()
+    statements = [q["sql"] for q in captured]
+    assert len(statements) == 4  # today's statuses, backlog, oldest due, failures
+    with connection.cursor() as cursor:
+        # Sequential scans priced out of reach: a query no index serves still plans one.
+        cursor.execute("SET enable_seqscan = off")
+        try:
+            for sql in statements:
+                cursor.execute(f"EXPLAIN {sql}")
+                plan = "\n".join(row[0] for row in cursor.fetchall())
+                assert "Seq Scan" not in plan, f"{sql}\n{plan}"
+        finally:
+            cursor.execute("SET enable_seqscan = on")

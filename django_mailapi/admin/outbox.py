@@ -89,6 +89,27 @@ class TagFilter(admin.SimpleListFilter):
         return queryset.filter(tags__icontains=f'"{tag}"')
 
 
+class CreatedFilter(admin.SimpleListFilter):
+    """Emails created since a moment: a range of the created_at index."""
+
+    title = "created"
+    parameter_name = "created"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("today", "today (UTC)"), ("24h", "last 24 hours"), ("7d", "last 7 days")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        now = timezone.now()
+        since = {
+            "today": now.astimezone(dt.timezone.utc).replace(
+                hour=0, minute=0, second=0, microsecond=0
+            ),
+            "24h": now - dt.timedelta(hours=24),
+            "7d": now - dt.timedelta(days=7),
+        }.get(self.value() or "")
+        return queryset if since is None else queryset.filter(created_at__gte=since)
+
+
 class ScheduledFilter(admin.SimpleListFilter):
     title = "scheduled"
     parameter_name = "scheduled"
@@ -121,6 +142,7 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
     list_filter = (
         "status",
         "delivery_status",
+        CreatedFilter,
         ScheduledFilter,
         OrgFilter,
         ProviderFilter,
