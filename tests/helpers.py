@@ -49,6 +49,22 @@ def database_url(settings_dict: dict[str, Any]) -> str:
     return f"{scheme}://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
 
 
+@contextmanager
+def other_session() -> Iterator[Any]:
+    """A cursor of a second session on the default database, inside a transaction that
+    ends when the block does: another worker holding row locks, say."""
+    from django.db import connections
+
+    other = connections.create_connection("default")
+    try:
+        other.set_autocommit(False)
+        with other.cursor() as cursor:
+            yield cursor
+        other.rollback()
+    finally:
+        other.close()
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
     """Poll until ``predicate()`` is truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

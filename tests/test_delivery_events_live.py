@@ -76,7 +76,7 @@ def provider_setup(request, worker_env, tmp_path_factory) -> Iterator[tuple[str,
 
 
 def test_events_from_the_sandbox_reach_a_running_server_and_end_each_email_where_it_ended(
-    provider_setup, live_server, settings, postgres
+    provider_setup, live_server, settings, server_db
 ):
     provider, sandbox, queue = provider_setup
     settings.EMAIL_BACKEND = "django_mailapi.backend.EmailBackend"
@@ -126,7 +126,7 @@ def test_events_from_the_sandbox_reach_a_running_server_and_end_each_email_where
         assert kinds == ["delivery_delayed", "delivered"]
 
 
-def test_the_same_event_posted_fifty_times_at_once_is_stored_once(live_server, settings, postgres):
+def test_the_same_event_posted_fifty_times_at_once_is_stored_once(live_server, settings, server_db):
     settings.MAILAPI = {**settings.MAILAPI, "WEBHOOK_SECRET": SECRET}
     email = OutboundEmail.objects.create(
         org="acme",
@@ -168,7 +168,7 @@ def test_the_same_event_posted_fifty_times_at_once_is_stored_once(live_server, s
     assert email.delivery_status == DeliveryStatus.BOUNCED
 
 
-def test_a_ten_megabyte_body_gets_413_over_http(live_server, settings, postgres):
+def test_a_ten_megabyte_body_gets_413_over_http(live_server, settings, server_db):
     settings.MAILAPI = {**settings.MAILAPI, "WEBHOOK_SECRET": SECRET}
     big = b'{"type": "email.delivered", "data": {"x": "' + b"a" * (10 * 1024 * 1024) + b'"}}'
     headers = {**svix_headers(big), "Content-Type": "application/json"}

@@ -180,7 +180,7 @@ def test_override_recipients_sends_to_them_alone_and_keeps_the_originals(sandbox
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.services
 def test_through_a_worker_a_send_at_two_seconds_ahead_arrives_after_it_and_a_cancelled_one_never(
-    sandbox, celery_worker, postgres, settings
+    sandbox, celery_worker, server_db, settings
 ):
     settings.EMAIL_BACKEND = "django_mailapi.backend.EmailBackend"
     send_at = timezone.now() + dt.timedelta(seconds=2)
@@ -265,7 +265,7 @@ def test_the_admin_shows_scheduled_emails_tags_and_the_override_banner(admin_cli
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.services
 def test_through_a_worker_tags_metadata_and_the_staging_override_reach_the_api(
-    sandbox, celery_worker, postgres, settings
+    sandbox, celery_worker, server_db, settings
 ):
     settings.EMAIL_BACKEND = "django_mailapi.backend.EmailBackend"
     settings.MAILAPI = {**settings.MAILAPI, "OVERRIDE_RECIPIENTS": ["qa@example.com"]}

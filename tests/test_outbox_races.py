@@ -11,11 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
-import psycopg
 import pytest
 import time_machine
 from django.core.mail import EmailMessage
-from django.db import connection
 from django.utils import timezone
 
 from django_mailapi import outbox, quota
@@ -23,6 +21,7 @@ from django_mailapi.backend import EmailBackend
 from django_mailapi.exceptions import SendError
 from django_mailapi.models import FailedSend, OutboundEmail, Status
 from django_mailapi.sandbox import SandboxServer
+from tests.helpers import other_session
 
 pytestmark = pytest.mark.django_db
 
@@ -223,15 +222,14 @@ def test_retry_now_requeues_a_batch_in_doubt_whole_and_keeps_its_key(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_batch_is_claimed_whole_or_not_at_all(sandbox, conf, postgres):
+def test_a_batch_is_claimed_whole_or_not_at_all(sandbox, conf, server_db):
     """A member locked by another claim (SKIP LOCKED) holds back its whole batch."""
     rows = timed_out_batch(sandbox, conf)
     later = timezone.now() + dt.timedelta(minutes=5)
-    params = connection.get_connection_params()
     locked, release = threading.Event(), threading.Event()
 
     def other_claim() -> None:
-        with psycopg.connect(**{k: v for k, v in params.items() if k != "cursor_factory"}) as other:
+        with other_session() as other:
             other.execute(
                 f"SELECT id FROM {OutboundEmail._meta.db_table} WHERE id = %s FOR UPDATE",
                 [rows[2].pk],

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
 
 
 @pytest.fixture(autouse=True)
-def _our_backend(settings, sandbox, celery_worker, postgres):
+def _our_backend(settings, sandbox, celery_worker, server_db):
     settings.EMAIL_BACKEND = "django_mailapi.backend.EmailBackend"
 
 

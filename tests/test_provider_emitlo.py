@@ -367,7 +367,7 @@ def emitlo_worker(worker_env, tmp_path_factory) -> Iterator[tuple[SandboxServer,
 
 
 @pytest.fixture
-def e2e(settings, emitlo_worker, postgres) -> SandboxServer:
+def e2e(settings, emitlo_worker, server_db) -> SandboxServer:
     sandbox, queue = emitlo_worker
     sandbox.reset()
     settings.EMAIL_BACKEND = "django_mailapi.backend.EmailBackend"

@@ -281,7 +281,7 @@ def generic_worker(worker_env, tmp_path_factory) -> Iterator[tuple[SandboxServer
 
 
 @pytest.fixture
-def e2e(settings, generic_worker, postgres) -> SandboxServer:
+def e2e(settings, generic_worker, server_db) -> SandboxServer:
     sandbox, queue = generic_worker
     sandbox.reset()
     settings.EMAIL_BACKEND = "django_mailapi.backend.EmailBackend"

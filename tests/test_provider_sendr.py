@@ -400,7 +400,7 @@ def sendr_worker(worker_env, tmp_path_factory) -> Iterator[tuple[SandboxServer, 
 
 
 @pytest.fixture
-def e2e(settings, sendr_worker, postgres) -> SandboxServer:
+def e2e(settings, sendr_worker, server_db) -> SandboxServer:
     sandbox, queue = sendr_worker
     sandbox.reset()
     settings.EMAIL_BACKEND = "django_mailapi.backend.EmailBackend"

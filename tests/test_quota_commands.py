@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 
 from django_mailapi import quota
 from django_mailapi.models import FailedSend, OrgQuota, OutboundEmail, Status, UsageCounter
-from tests.helpers import ROOT
+from tests.helpers import ROOT, database_url
 
 pytestmark = pytest.mark.django_db
 
@@ -166,16 +166,15 @@ def test_quota_refuses_bad_arguments_and_changes_nothing(args, message):
     assert not OrgQuota.objects.exists()
 
 
-@pytest.mark.usefixtures("postgres")
+@pytest.mark.usefixtures("server_db")
 @pytest.mark.django_db(transaction=True)
 def test_quota_errors_exit_with_status_1_from_the_command_line():
     from django.db import connection
 
-    s = connection.settings_dict
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}",
+        "DATABASE_URL": database_url(connection.settings_dict),
         "PYTHONPATH": str(ROOT),
     }
     proc = subprocess.run(

@@ -20,7 +20,7 @@ SETTLED = [Status.SENT, Status.DEFERRED, Status.FAILED]
 
 
 @pytest.fixture(autouse=True)
-def _our_backend(settings, sandbox, postgres):
+def _our_backend(settings, sandbox, server_db):
     settings.EMAIL_BACKEND = "django_mailapi.backend.EmailBackend"
 
 

@@ -39,8 +39,9 @@ def new_rows(n: int, **extra: object) -> list[OutboundEmail]:
 
 
 def test_the_test_database_takes_the_one_statement_forms():
-    assert connection.vendor in ("postgresql", "sqlite")
-    assert sql.native(OutboundEmail)
+    # MySQL and MariaDB have no UPDATE … RETURNING (nor UPDATE … FROM a VALUES list):
+    # there the same results come from the ORM (update_each's other path).
+    assert sql.native(OutboundEmail) == (connection.vendor in ("postgresql", "sqlite"))
 
 
 def test_insert_sets_keys_and_stores_every_value_as_written():
@@ -121,6 +122,8 @@ def test_update_each_changes_only_rows_that_still_meet_the_fence():
 
 
 def test_update_returning_changes_only_matching_rows_and_returns_them(monkeypatch):
+    if not sql.native(OutboundEmail):
+        pytest.skip("UPDATE … RETURNING: PostgreSQL's and SQLite's, not MySQL's")
     monkeypatch.setattr(sql, "CHUNK", 2)
     rows = new_rows(5)
     sql.insert(OutboundEmail, rows)

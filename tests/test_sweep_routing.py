@@ -121,7 +121,7 @@ def test_without_route_or_options_beat_sends_the_sweeper_to_the_default_queue(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_reading_only_the_mailapi_queue_runs_the_beat_sweep(
-    sandbox, settings, postgres, celery_worker, monkeypatch, tmp_path, redis_url
+    sandbox, settings, server_db, celery_worker, monkeypatch, tmp_path, redis_url
 ):
     # The session's worker runs with -Q <this queue> and reads nothing else.
     queue = settings.MAILAPI["QUEUE"]
