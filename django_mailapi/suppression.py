@@ -27,7 +27,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import models, router
+from django.db import connections, models, router
 from django.utils import timezone
 
 from .conf import get_settings
@@ -86,19 +86,46 @@ def lookup(wanted: Iterable[tuple[str, Iterable[str]]]) -> Blocked:
     if not addresses:
         return Blocked()
     using = router.db_for_read(Suppression)
-    ordered = sorted(addresses)
+    ordered, scopes = sorted(addresses), sorted(orgs)
     rows: dict[tuple[str | None, str], tuple[int, str]] = {}
     for start in range(0, len(ordered), CHUNK):
-        found = (
+        chunk = ordered[start : start + CHUNK]
+        for scope, address, pk, reason in _rows_for(chunk, scopes, using):
+            rows[(scope, address)] = (pk, reason)
+    return Blocked(rows)
+
+
+def _rows_for(
+    addresses: list[str], orgs: list[str], using: str
+) -> Iterable[tuple[str | None, str, int, str]]:
+    """(org, address, id, reason) of the rows for any of ``addresses`` that apply to
+    any of ``orgs``."""
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return (
             Suppression.objects.using(using)
-            .filter(address__in=ordered[start : start + CHUNK])
-            .filter(models.Q(org__isnull=True) | models.Q(org__in=sorted(orgs)))
+            .filter(address__in=addresses)
+            .filter(models.Q(org__isnull=True) | models.Q(org__in=orgs))
             .order_by()
             .values_list("org", "address", "pk", "reason")
         )
-        for scope, address, pk, reason in found:
-            rows[(scope, address)] = (pk, reason)
-    return Blocked(rows)
+    # Two array parameters instead of one placeholder per address: the ORM's IN list
+    # of a thousand took three times as long to build as PostgreSQL took to answer.
+    quote = connection.ops.quote_name
+    meta = Suppression._meta
+    columns = []
+    for name in ("org", "address", "id", "reason"):
+        field = meta.get_field(name)
+        assert isinstance(field, models.Field)
+        columns.append(quote(str(field.column)))
+    org, address, pk, reason = columns
+    sql = (
+        f"SELECT {org}, {address}, {pk}, {reason} FROM {quote(meta.db_table)}"  # noqa: S608
+        f" WHERE {address} = ANY(%s) AND ({org} IS NULL OR {org} = ANY(%s))"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [addresses, orgs])
+        return list(cursor.fetchall())
 
 
 def recipients_of(payload: Message) -> list[str]:

@@ -53,6 +53,8 @@ def sent_to(sandbox) -> list[str]:
 
 # --- the table -----------------------------------------------------------------------------
 def test_an_address_has_one_row_for_every_org_and_one_per_org():
+    if connection.vendor == "mysql":
+        pytest.skip("MySQL and MariaDB have no partial unique constraints (models.W036)")
     suppress("ann@example.org")
     suppress("ann@example.org", org="acme")
     suppress("ann@example.org", org="globex")

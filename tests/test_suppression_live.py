@@ -136,3 +136,30 @@ def test_after_a_hard_bounce_a_batch_of_100_goes_without_the_address(bounced):
     assert [e["idempotency_key"] for e in bounced.emails].count(key) == 99
     (failure,) = FailedSend.objects.filter(error_code="recipient_suppressed")
     assert (failure.email_id, failure.will_retry) == (suppressed.pk, False)
+
+
+def test_a_complaint_from_the_sandbox_stops_that_org_only(live):
+    sandbox = live
+    complained = "complained@example.org"
+
+    def send(org: str) -> OutboundEmail:
+        message = EmailMessage("News", "Hi", "shop@example.com", [complained])
+        message.org = org  # type: ignore[attr-defined]
+        assert mail.get_connection().send_messages([message]) == 1
+        return OutboundEmail.objects.latest("pk")
+
+    send("acme")
+    wait_for(lambda: Suppression.objects.exists(), 60)
+    row = Suppression.objects.get()
+    assert (row.org, row.address, row.reason) == ("acme", complained, "complaint")
+
+    again, other_org = send("acme"), send("globex")
+    wait_for(settled, 60)
+    again.refresh_from_db()
+    other_org.refresh_from_db()
+    assert (again.status, again.last_error_code) == (Status.FAILED, "recipient_suppressed")
+    assert other_org.status == Status.SENT  # globex was not complained about, yet
+    assert addresses_sent(sandbox) == [complained, complained]
+    assert sandbox.wait_for_webhooks(30)
+    orgs = set(Suppression.objects.values_list("org", "reason"))
+    assert orgs == {("acme", "complaint"), ("globex", "complaint")}
