@@ -57,9 +57,10 @@ def sandbox(path: str, method: str = "GET") -> dict[str, Any]:
 
 def fresh_rows(tag: str, n: int) -> list[int]:
     with connection.cursor() as cursor:
+        # CASCADE: tables that refer to the outbox (delivery events, suppressions) go too.
         cursor.execute(
             "TRUNCATE django_mailapi_failedsend, django_mailapi_outboundemail,"
-            " django_mailapi_usagecounter"
+            " django_mailapi_usagecounter CASCADE"
         )
     backend.EmailBackend().send_messages(django_messages(tag, n))
     sandbox("reset", "POST")
