@@ -1,13 +1,11 @@
-"""The failed-sends admin in a real headless Chromium: filter, read, retry.
+"""The Mail API admin in a real headless Chromium: filter, read, retry.
 
-Set MAILAPI_SCREENSHOT=docs/admin-failed-sends.png to also save the screenshot the
-README shows (the changelist with the rows this test creates).
+The README's admin-tour screenshots are taken by tests/screenshots.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +17,9 @@ from django.utils import timezone
 
 from django_mailapi import errors
 from django_mailapi.models import OutboundEmail, Status
+from tests.admin_tour import seed_tour
 from tests.factories import fail, make_email
-from tests.helpers import ROOT, service_missing, wait_for
+from tests.helpers import service_missing, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
@@ -113,10 +112,6 @@ def test_an_admin_filters_failed_sends_by_code_and_retries_the_email(
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
     wait_for(lambda: browser.find_elements(By.ID, "changelist-filter"), 10)
 
-    if os.environ.get("MAILAPI_SCREENSHOT"):
-        browser.find_element(By.ID, "toggle-nav-sidebar").click()  # room for the columns
-        browser.save_screenshot(str(ROOT / os.environ["MAILAPI_SCREENSHOT"]))
-
     browser.find_element(
         By.CSS_SELECTOR, "#changelist-filter a[href*='error_code=application_error']"
     ).click()
@@ -138,3 +133,77 @@ def test_an_admin_filters_failed_sends_by_code_and_retries_the_email(
     assert target.attempts == 0
     others = OutboundEmail.objects.exclude(pk=target.pk)
     assert set(others.values_list("status", flat=True)) == {Status.FAILED}
+
+
+def login(browser: Any, live_server: Any, next_url: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    get_user_model().objects.create_superuser("admin", "admin@example.com", PASSWORD)
+    browser.get(f"{live_server.url}/admin/login/?next={next_url}")
+    browser.find_element(By.ID, "id_username").send_keys("admin")
+    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+
+
+def no_horizontal_scroll(browser: Any) -> bool:
+    return bool(
+        browser.execute_script(
+            "return document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+        )
+    )
+
+
+@pytest.mark.services
+def test_on_call_from_home_to_a_failed_emails_cause_and_one_click_retry_that_delivers(
+    live_server: Any, browser: Any, sandbox: Any, celery_worker: Any, server_db: None
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    target = seed_tour()
+    browser.set_window_size(1280, 800)
+    assert browser.execute_script("return window.innerWidth") <= 1280
+    login(browser, live_server, "/admin/django_mailapi/")
+
+    # Home: today's failed emails, one click into the filtered list.
+    failed = wait_for(
+        lambda: browser.find_elements(
+            By.CSS_SELECTOR, "#mailapi-health a[href*='status__exact=failed']"
+        ),
+        10,
+    )
+    failed[0].click()
+    wait_for(lambda: browser.find_elements(By.ID, "result_list"), 10)
+    assert no_horizontal_scroll(browser), "the email list scrolls sideways at 1,280 px"
+    browser.find_element(
+        By.CSS_SELECTOR, f"#result_list a[href*='/outboundemail/{target.pk}/change/']"
+    ).click()
+
+    # The email page: the cause and what to do, without scrolling.
+    summary = wait_for(lambda: browser.find_elements(By.ID, "mailapi-summary"), 10)[0]
+    assert "rate_limit_exceeded (429) \u00d7 9" in summary.text
+    action = browser.find_element(By.CSS_SELECTOR, "#mailapi-summary .mailapi-action")
+    assert errors.suggested_action("resend", "rate_limit_exceeded", 429) in action.text
+    bottom = browser.execute_script("return arguments[0].getBoundingClientRect().bottom", action)
+    assert bottom <= browser.execute_script("return window.innerHeight")
+    retry = browser.find_element(By.ID, "mailapi-retry")
+    assert browser.execute_script("return arguments[0].getBoundingClientRect().bottom", retry) <= (
+        browser.execute_script("return window.innerHeight")
+    )
+
+    retry.click()
+    message = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, ".messagelist .success"))
+    assert message[0].text == f"Re-queued email #{target.pk}: a worker sends it now."
+    # Queued again, then delivered by the worker to the sandbox.
+    wait_for(lambda: OutboundEmail.objects.get(pk=target.pk).status == Status.SENT, 30)
+    (delivered,) = [e for e in sandbox.emails if e["payload"]["to"] == ["dana@umbrella.test"]]
+    assert delivered["payload"]["subject"] == "Your order has shipped"
+
+    # The failed sends list fits too, and "Show counts" works on both lists.
+    for changelist in ("failedsend", "outboundemail"):
+        browser.get(f"{live_server.url}/admin/django_mailapi/{changelist}/")
+        wait_for(lambda: browser.find_elements(By.ID, "result_list"), 10)
+        assert no_horizontal_scroll(browser), f"the {changelist} list scrolls sideways"
+        browser.find_element(By.PARTIAL_LINK_TEXT, "Show counts").click()
+        wait_for(lambda: "_facets=" in browser.current_url, 10)
+        assert browser.find_elements(By.ID, "changelist-filter")
+        assert "Server Error" not in browser.page_source

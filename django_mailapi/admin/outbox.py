@@ -336,6 +336,7 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
         may_act = self.has_retry_permission(request)
         return {
             "status": email.status,
+            "stopped": email.status in (Status.FAILED, Status.DEFERRED),
             "badge": self.status_badge(email),
             "cause": reason,
             "next_attempt_at": email.next_attempt_at if email.status in RETRYABLE else None,
@@ -360,7 +361,11 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
         one = OutboundEmail.objects.filter(pk=object_id)
         if action == "retry":
             if outbox.retry_now(one):
-                self.message_user(request, f"Re-queued email #{object_id}: a worker sends it now.")
+                self.message_user(
+                    request,
+                    f"Re-queued email #{object_id}: a worker sends it now.",
+                    messages.SUCCESS,
+                )
             else:
                 self.message_user(
                     request,
@@ -369,7 +374,7 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
                     messages.WARNING,
                 )
         elif outbox.cancel(one):
-            self.message_user(request, f"Cancelled email #{object_id}.")
+            self.message_user(request, f"Cancelled email #{object_id}.", messages.SUCCESS)
         else:
             self.message_user(
                 request,
