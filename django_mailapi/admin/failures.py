@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +27,7 @@ from .base import (
     page_context,
     reference_anchor,
     truncated,
+    utc_stamp,
 )
 
 
@@ -62,7 +62,6 @@ class FailedSendAdmin(ReadOnlyAdmin):
         "email_summary",
         "error_code_link",
         "http_status_display",
-        "message_short",
         "suggested_action_short",
         "will_retry",
         "org",
@@ -105,7 +104,7 @@ class FailedSendAdmin(ReadOnlyAdmin):
 
     @admin.display(description="time (UTC)", ordering="created_at")
     def created_short(self, obj: FailedSend) -> str:
-        return f"{obj.created_at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S}"
+        return utc_stamp(obj.created_at, seconds=True)
 
     @admin.display(description="email")
     def email_summary(self, obj: FailedSend) -> str:
@@ -116,21 +115,22 @@ class FailedSendAdmin(ReadOnlyAdmin):
             '<a href="{}">#{}</a> {}<br><small>{}</small>',
             url,
             obj.email_id,
-            truncated(email.recipients, 30),
+            truncated(email.recipients, 28),
             truncated(email.subject, 40) or "(no subject)",
         )
 
     @admin.display(description="error code", ordering="error_code")
     def error_code_link(self, obj: FailedSend) -> str:
-        return code_link(obj.source, obj.error_code)
+        """The code, linked to the reference; what the API said on hover."""
+        return format_html(
+            '<span class="mailapi-hint" title="{}">{}</span>',
+            obj.message,
+            code_link(obj.source, obj.error_code),
+        )
 
     @admin.display(description="HTTP", ordering="http_status")
     def http_status_display(self, obj: FailedSend) -> str:
         return http_status_label(obj.http_status)
-
-    @admin.display(description="message")
-    def message_short(self, obj: FailedSend) -> str:
-        return truncated(obj.message, 50)
 
     @admin.display(description="suggested action")
     def suggested_action_short(self, obj: FailedSend) -> str:

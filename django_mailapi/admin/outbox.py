@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.template.loader import render_to_string
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
@@ -40,6 +41,7 @@ from .base import (
     http_status_label,
     status_badge,
     truncated,
+    utc_stamp,
 )
 
 #: Parts of the payload shown as lists of addresses.
@@ -131,14 +133,13 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
         "id",
         "status_badge",
         "org",
-        "recipients_short",
-        "subject_short",
+        "recipients_and_subject",
         "last_error_link",
         "suggested_action_short",
-        "attempts",
+        "tries",
         "created_short",
     )
-    list_display_links = ("id", "subject_short")
+    list_display_links = ("id", "recipients_and_subject")
     list_filter = (
         "status",
         "delivery_status",
@@ -220,13 +221,25 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
     def last_error_link(self, obj: OutboundEmail) -> str:
         return code_link(obj.error_source, obj.last_error_code)
 
+    @admin.display(description="tries", ordering="attempts")
+    def tries(self, obj: OutboundEmail) -> int:
+        return obj.attempts
+
     @admin.display(description="created (UTC)", ordering="created_at")
     def created_short(self, obj: OutboundEmail) -> str:
-        return f"{obj.created_at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M}"
+        return utc_stamp(obj.created_at)
+
+    @admin.display(description="recipients / subject", ordering="recipients")
+    def recipients_and_subject(self, obj: OutboundEmail) -> str:
+        return format_html(
+            "{}<br><small>{}</small>",
+            self.recipients_short(obj) or "-",
+            self.subject_short(obj),
+        )
 
     @admin.display(description="recipients", ordering="recipients")
     def recipients_short(self, obj: OutboundEmail) -> str:
-        return truncated(obj.recipients, 30)
+        return truncated(obj.recipients, 26)
 
     @admin.display(description="suppressed recipients")
     def suppressed_recipients(self, obj: OutboundEmail) -> SafeString:
