@@ -14,6 +14,7 @@ from django.utils.html import escape
 
 from django_mailapi import errors
 from django_mailapi.admin import BoundedCountPaginator
+from django_mailapi.admin.failures import rich_text
 from django_mailapi.models import FailedSend, OutboundEmail, Status
 from tests.factories import fail, failed_email, make_email, payload
 
@@ -300,8 +301,8 @@ def test_error_reference_lists_every_entry_of_every_catalog(admin_client):
         assert f'id="catalog-{provider}"' in page
     for entry in errors.all_entries():
         assert f"<code>{entry.code}</code>" in page
-        assert escape(entry.action) in page
-        assert escape(entry.message) in page
+        assert rich_text(entry.action) in page
+        assert rich_text(entry.message) in page
     assert page.count('<td class="message">') == len(errors.all_entries())
     assert 'href="https://resend.com/docs/api-reference/errors"' in page
 

@@ -291,3 +291,28 @@ def test_each_home_figure_is_served_by_an_index(admin_client, postgres):
                 assert "Seq Scan" not in plan, f"{sql}\n{plan}"
         finally:
             cursor.execute("SET enable_seqscan = on")
+
+
+# --- the error reference ----------------------------------------------------------------
+def test_error_reference_shows_backticks_as_code_and_urls_as_links(admin_client):
+    page = text(admin_client.get(REFERENCE))
+
+    assert "<code>manage.py mailapi_retry ID</code>" in page
+    assert "`manage.py mailapi_retry ID`" not in page
+    assert '<a href="http://resend.com/contact" rel="nofollow">resend.com/contact</a>' in page
+
+
+def test_error_reference_search_keeps_the_matching_entries_and_their_catalogs(admin_client):
+    page = text(admin_client.get(REFERENCE, {"q": "RATE_LIMIT_exceeded"}))
+
+    assert 'id="code-resend-rate_limit_exceeded"' in page
+    assert 'id="code-resend-invalid_attachment"' not in page
+    assert 'value="RATE_LIMIT_exceeded"' in page
+    assert 'href="#catalog-resend"' in page
+
+
+def test_error_reference_search_escapes_the_query_and_says_when_nothing_matches(admin_client):
+    page = text(admin_client.get(REFERENCE, {"q": "<b>nothing</b>"}))
+
+    assert "No entry matches &ldquo;&lt;b&gt;nothing&lt;/b&gt;&rdquo;." in page
+    assert "<b>nothing</b>" not in page

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +12,8 @@ from django.db.models import QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, urlize
+from django.utils.safestring import SafeString
 
 from .. import errors, outbox
 from ..models import FailedSend, OutboundEmail
@@ -170,15 +172,40 @@ class FailedSendAdmin(ReadOnlyAdmin):
         return [reference, *super().get_urls()]
 
     def error_reference_view(self, request: HttpRequest) -> HttpResponse:
+        query = request.GET.get("q", "").strip()
+        catalogs = list(reference_catalogs(query))
         context = {
             **page_context(self, request, "Error reference"),
-            "catalogs": list(reference_catalogs()),
+            "catalogs": catalogs,
+            "query": query,
+            "matches": sum(len(c["entries"]) for c in catalogs),
         }
         return TemplateResponse(request, "admin/django_mailapi/error_reference.html", context)
 
 
-def reference_catalogs() -> Iterator[dict[str, Any]]:
-    """Every catalog, in the order ``errors.CATALOGS`` lists them, ready to render.
+#: Text between backticks in a catalog's prose: a setting, a command, a value.
+_BACKTICKS = re.compile(r"`([^`]+)`")
+
+
+def rich_text(text: str) -> SafeString:
+    """Catalog prose as HTML: escaped, `backticks` as <code>, URLs as links."""
+    parts = _BACKTICKS.split(text)
+    html = []
+    for index, part in enumerate(parts):
+        if index % 2:
+            html.append(format_html("<code>{}</code>", part))
+        else:
+            html.append(urlize(part, nofollow=True, autoescape=True))
+    return SafeString("".join(html))
+
+
+def _matches(query: str, *texts: str) -> bool:
+    return not query or any(query.casefold() in text.casefold() for text in texts)
+
+
+def reference_catalogs(query: str = "") -> Iterator[dict[str, Any]]:
+    """Every catalog, in the order ``errors.CATALOGS`` lists them, ready to render; with
+    ``query``, only the entries whose code, status, message or action contain it.
 
     A code may have several entries (by HTTP status or message); the first carries the
     code's anchor, which the lists link to.
@@ -187,17 +214,21 @@ def reference_catalogs() -> Iterator[dict[str, Any]]:
         seen: set[str] = set()
         entries = []
         for entry in catalog:
+            status = http_status_label(entry.http_status)
+            if not _matches(query, provider, entry.code, status, entry.message, entry.action):
+                continue
             anchor = "" if entry.code in seen else reference_anchor(provider, entry.code)
             seen.add(entry.code)
             entries.append(
                 {
                     "anchor": anchor,
                     "code": entry.code,
-                    "http_status": http_status_label(entry.http_status),
-                    "message": entry.message,
-                    "action": entry.action,
+                    "http_status": status,
+                    "message": rich_text(entry.message),
+                    "action": rich_text(entry.action),
                     "retry": entry.retry.value,
                     "docs_url": entry.docs_url,
                 }
             )
-        yield {"provider": provider, "entries": entries}
+        if entries:
+            yield {"provider": provider, "entries": entries}
