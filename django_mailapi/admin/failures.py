@@ -190,7 +190,7 @@ _BACKTICKS = re.compile(r"`([^`]+)`")
 def rich_text(text: str) -> SafeString:
     """Catalog prose as HTML: escaped, `backticks` as <code>, URLs as links."""
     parts = _BACKTICKS.split(text)
-    html = []
+    html: list[str] = []
     for index, part in enumerate(parts):
         if index % 2:
             html.append(format_html("<code>{}</code>", part))
