@@ -14,9 +14,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 
-from django_mailapi import errors
+from django_mailapi import errors, quota
 from django_mailapi.admin import home
-from django_mailapi.models import OutboundEmail, Status
+from django_mailapi.models import OrgQuota, OutboundEmail, Status
 from tests.factories import fail, failed_email, make_email, payload
 
 pytestmark = pytest.mark.django_db
@@ -316,3 +316,36 @@ def test_error_reference_search_escapes_the_query_and_says_when_nothing_matches(
 
     assert "No entry matches &ldquo;&lt;b&gt;nothing&lt;/b&gt;&rdquo;." in page
     assert "<b>nothing</b>" not in page
+
+
+# --- quotas ---------------------------------------------------------------------------
+QUOTAS = reverse("admin:django_mailapi_orgquota_changelist")
+
+
+def test_quota_list_says_paused_only_where_it_is_true(admin_client):
+    OrgQuota.objects.create(org="acme")
+    OrgQuota.objects.create(org="beta", paused=True)
+
+    page = text(admin_client.get(QUOTAS))
+
+    assert page.count('<span class="mailapi-badge mailapi-badge-failed">paused</span>') == 1
+    assert 'alt="False"' not in page
+
+
+def test_quota_list_shows_orgs_that_send_without_a_row_on_the_default_limits(
+    admin_client, settings
+):
+    settings.MAILAPI = {**settings.MAILAPI, "DAILY_LIMIT": 100}
+    OrgQuota.objects.create(org="acme", daily_limit=5)
+    quota.reserve("acme", 2, timezone.now())
+    quota.reserve("<i>newco</i>", 7, timezone.now())
+
+    page = text(admin_client.get(QUOTAS))
+    extra = page[page.index('id="mailapi-orgs-without-row"') :]
+
+    assert "&lt;i&gt;newco&lt;/i&gt;" in extra
+    assert "<i>newco</i>" not in page
+    assert "100 (default)" in extra
+    assert "7 / 100" in extra
+    assert "?org=%3Ci%3Enewco%3C%2Fi%3E" in extra
+    assert "acme" not in extra

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
-from django.urls import URLPattern
+from django.urls import URLPattern, reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from .. import quota
 from ..conf import get_settings
-from ..models import OrgQuota, UsageCounter
+from ..models import OrgQuota, Period, UsageCounter
 from . import chart
-from .base import ModelAdmin, ReadOnlyAdmin, extra_page, page_context
+from .base import ModelAdmin, ReadOnlyAdmin, extra_page, page_context, status_badge
 
 #: Orgs drawn at once on the chart; the busiest win, the rest are a ``?org=`` away.
 CHART_MAX_ORGS = 12
@@ -38,6 +39,40 @@ def usage_bar(used: int, limit: int | None) -> SafeString:
     return SafeString(render_to_string("admin/django_mailapi/orgquota/usage_bar.html", context))
 
 
+#: Most orgs without an OrgQuota row the quota list shows under its rows.
+WITHOUT_ROW_LIMIT = 200
+
+
+def orgs_without_row(now: dt.datetime) -> list[dict[str, Any]]:
+    """Orgs that sent this month but have no OrgQuota row: the defaults apply to them.
+
+    Three queries: this month's counters (the unique (org, period, period_start) index),
+    their usage, and the rows they lack."""
+    month = quota.month_start(now)
+    orgs = list(
+        UsageCounter.objects.filter(period=Period.MONTH, period_start=month)
+        .exclude(org__in=OrgQuota.objects.values("org"))
+        .order_by("org")
+        .values_list("org", flat=True)[:WITHOUT_ROW_LIMIT]
+    )
+    if not orgs:
+        return []
+    used = quota.usage_for_orgs(orgs, now)
+    limits = quota.limits_of(None)
+    add = reverse("admin:django_mailapi_orgquota_add")
+    return [
+        {
+            "org": org,
+            "daily": quota.limit_label(None, limits.daily),
+            "monthly": quota.limit_label(None, limits.monthly),
+            "today": usage_bar(used[org]["day"], limits.daily),
+            "this_month": usage_bar(used[org]["month"], limits.monthly),
+            "add_url": f"{add}?{urlencode({'org': org})}",
+        }
+        for org in orgs
+    ]
+
+
 class OrgQuotaChangeList(ChangeList):
     """Loads the page's usage in one query and hangs it on each row."""
 
@@ -51,7 +86,7 @@ class OrgQuotaChangeList(ChangeList):
 
 @admin.register(OrgQuota)
 class OrgQuotaAdmin(ModelAdmin):
-    list_display = ("org", "daily", "monthly", "paused", "today", "this_month")
+    list_display = ("org", "daily", "monthly", "paused_flag", "today", "this_month")
     list_filter = ("paused",)
     search_fields = ("org",)
     fields = ("org", "daily_limit", "monthly_limit", "paused")
@@ -63,6 +98,15 @@ class OrgQuotaAdmin(ModelAdmin):
     def save_model(self, request: HttpRequest, obj: OrgQuota, form: Any, change: bool) -> None:
         obj.updated_at = timezone.now()
         super().save_model(request, obj, form, change)
+
+    @admin.display(description="paused", ordering="paused")
+    def paused_flag(self, obj: OrgQuota) -> str:
+        """Said only where it is true: a blank cell is the normal case."""
+        return status_badge("failed", "paused") if obj.paused else ""
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        context = {**(extra_context or {}), "without_row": orgs_without_row(timezone.now())}
+        return super().changelist_view(request, context)
 
     @admin.display(description="daily limit")
     def daily(self, obj: OrgQuota) -> str:
