@@ -90,6 +90,6 @@ def test_take_the_admin_tour_screenshots(live_server: Any, chromium: Any) -> Non
     wait_for(lambda: chromium.find_elements(By.ID, "result_list"), 10)
     shoot(chromium, "admin-failed-sends.png", 800)
 
-    chromium.get(f"{live_server.url}/admin/django_mailapi/orgquota/usage-chart/")
+    chromium.get(f"{live_server.url}/admin/django_mailapi/orgquota/usage-chart/?org=acme")
     wait_for(lambda: chromium.find_elements(By.CSS_SELECTOR, ".mailapi-usage-chart-page"), 10)
     shoot(chromium, "admin-usage-chart.png", 800)

@@ -12,7 +12,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from django_mailapi import quota
-from django_mailapi.models import OrgQuota, UsageCounter
+from django_mailapi.models import OrgQuota, Status, UsageCounter
+from tests.factories import make_email
 
 pytestmark = pytest.mark.django_db
 
@@ -101,65 +102,92 @@ def test_usage_counters_filter_by_period_and_org(admin_client):
     assert "beta" in rows[0] and "month" in rows[0].lower()
 
 
-def test_usage_chart_draws_a_series_and_a_dashed_limit_line_per_org(admin_client):
+CHART = reverse("admin:django_mailapi_orgquota_usage_chart")
+
+
+def svg_of(html: str) -> str:
+    start = html.index('class="mailapi-usage-chart"')
+    return html[start : html.index("</svg>", start)]
+
+
+def test_usage_chart_stacks_sent_failed_and_deferred_per_utc_day(admin_client):
     quota.reserve("acme", 99, NOW - dt.timedelta(days=30))  # 31 days ago: not drawn
-    OrgQuota.objects.create(org="acme", daily_limit=50)
-    OrgQuota.objects.create(org="beta", daily_limit=20)
     for days_ago, units in [(0, 12), (1, 30), (29, 4)]:
         quota.reserve("acme", units, NOW - dt.timedelta(days=days_ago))
     quota.reserve("beta", 7, NOW)
-    quota.reserve("gamma", 3, NOW - dt.timedelta(days=2))  # no limit: no limit line
+    UsageCounter.objects.filter(org="acme", period="day", period_start=NOW.date()).update(
+        units_failed=3
+    )
+    make_email(org="acme", status=Status.DEFERRED, created_at=NOW - dt.timedelta(hours=1))
 
-    html, _ = page(admin_client, reverse("admin:django_mailapi_orgquota_usage_chart"))
+    html, _ = page(admin_client, CHART)
+    svg = svg_of(html)
 
-    start = html.index('class="mailapi-usage-chart"')
-    svg = html[start : html.index("</svg>", start)]
-    assert re.findall(r'<path class="series" data-org="(\w+)"', svg) == ["acme", "beta", "gamma"]
-    assert re.findall(r'<line class="limit" data-org="(\w+)"', svg) == ["acme", "beta"]
-    assert svg.count('stroke-dasharray="6 4"') == 2
-    assert ">UTC day</text>" in svg and ">units sent</text>" in svg
-    assert ">04-18</text>" in svg and ">05-17</text>" in svg  # the 30 days, oldest first
-    assert "acme: 46 units in 30 days" in svg
+    assert re.findall(r'<rect class="bar bar-(\w+)"', svg) == [
+        "sent",  # 04-18: acme's 4
+        "sent",  # 05-16: acme's 30
+        "sent",  # 05-17: acme's 12 and beta's 7
+        "failed",
+        "deferred",
+    ]
+    assert "<title>2024-05-17: 19 sent</title>" in svg
+    assert "<title>2024-05-17: 3 failed</title>" in svg
+    assert "<title>2024-05-17: 1 deferred</title>" in svg
+    assert ">UTC day</text>" in svg and ">04-18</text>" in svg and ">05-17</text>" in svg
+    # Scaled to the highest bar (30 -> 50), not to a limit.
+    assert re.findall(r'text-anchor="end" font-size="11" fill="#444">(\d+)</text>', svg)[-1] == "50"
+    assert 'class="limit"' not in svg  # all orgs: no one org's limit applies
     assert "<script" not in html.split('id="content-main"')[1]
 
 
-def test_usage_chart_for_one_org(admin_client):
-    OrgQuota.objects.create(org="acme", daily_limit=50)
-    quota.reserve("acme", 5, NOW)
+def test_usage_chart_for_one_org_draws_its_daily_limit_as_a_labelled_line(admin_client):
+    OrgQuota.objects.create(org="acme", daily_limit=50, monthly_limit=900)
+    quota.reserve("acme", 40, NOW)
     quota.reserve("beta", 7, NOW)
-    url = reverse("admin:django_mailapi_orgquota_usage_chart")
 
-    html, _ = page(admin_client, f"{url}?org=acme")
+    html, _ = page(admin_client, f"{CHART}?org=acme")
+    svg = svg_of(html)
 
-    assert re.findall(r'<path class="series" data-org="(\w+)"', html) == ["acme"]
-    assert re.findall(r'<line class="limit" data-org="(\w+)"', html) == ["acme"]
+    assert "<title>2024-05-17: 40 sent</title>" in svg
+    assert svg.count('<line class="limit"') == 1
+    assert ">daily limit 50</text>" in svg
+    assert "Monthly limit: 900." in html
+    assert '<option value="acme" selected>acme</option>' in html
+    assert '<option value="beta">beta</option>' in html
+
+
+def test_usage_chart_names_a_limit_far_above_the_bars_instead_of_drawing_it(admin_client):
+    OrgQuota.objects.create(org="acme", daily_limit=10_000)
+    quota.reserve("acme", 12, NOW)
+
+    svg = svg_of(page(admin_client, f"{CHART}?org=acme")[0])
+
+    assert '<line class="limit"' not in svg
+    assert ">daily limit 10000 (above)</text>" in svg
 
 
 def test_usage_chart_escapes_org_names(admin_client):
     quota.reserve('<b>"x"</b>', 1, NOW)
 
-    html, _ = page(admin_client, reverse("admin:django_mailapi_orgquota_usage_chart"))
+    html, _ = page(admin_client, CHART)
 
     assert "<b>" not in html
     assert "&lt;b&gt;" in html
 
 
-def test_usage_chart_queries_do_not_grow_with_orgs_and_cap_the_drawn_series(admin_client):
-    url = reverse("admin:django_mailapi_orgquota_usage_chart")
+def test_usage_chart_queries_do_not_grow_with_orgs(admin_client):
     orgs(2)
-    _, few = page(admin_client, url)
+    _, few = page(admin_client, CHART)
     orgs(30)
-    html, many = page(admin_client, url)
+    _, many = page(admin_client, CHART)
 
     assert many == few
-    assert html.count('<path class="series"') == 12
-    assert "Also sent in these days" in html
 
 
 def test_usage_chart_with_no_usage(admin_client):
-    html, _ = page(admin_client, reverse("admin:django_mailapi_orgquota_usage_chart"))
+    html, _ = page(admin_client, CHART)
 
-    assert "No usage in the last 30 days." in html
+    assert "Nothing sent, failed or deferred in the last 30 days." in html
 
 
 def test_usage_chart_needs_view_permission(client, django_user_model):

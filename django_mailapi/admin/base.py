@@ -276,8 +276,6 @@ def extra_page(
 
 def page_context(model_admin: ModelAdmin, request: HttpRequest, title: str) -> dict[str, Any]:
     """What an extra page's template needs to look like the rest of the admin."""
-    return {
-        **model_admin.admin_site.each_context(request),
-        "title": title,
-        "opts": model_admin.opts,
-    }
+    return without_nav_sidebar(
+        {**model_admin.admin_site.each_context(request), "title": title, "opts": model_admin.opts}
+    )

@@ -1,56 +1,49 @@
-"""The usage chart's geometry: units sent per UTC day per org, laid out for plain SVG.
+"""The usage chart's geometry: a bar per UTC day, stacked sent / failed / deferred.
 
-No JavaScript and no chart library: this module works out where every line, tick and
-label goes, and ``admin/django_mailapi/orgquota/usage_chart.svg`` draws them (the
-template escapes every piece of text).
+No JavaScript and no chart library: this module works out where every bar, tick, limit
+line and label goes, and ``admin/django_mailapi/orgquota/usage_chart.svg`` draws them
+(the template escapes every piece of text). The y axis is scaled to the bars; a daily
+limit far above them is named at the top instead of flattening them into the floor.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-#: Colours that stay apart from each other on white and for common colour blindness.
-PALETTE = (
-    "#1f77b4",
-    "#d62728",
-    "#2ca02c",
-    "#9467bd",
-    "#ff7f0e",
-    "#17becf",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#393b79",
-    "#637939",
-)
-
-WIDTH, HEIGHT = 760, 320
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 52
+WIDTH, HEIGHT = 900, 340
+LEFT, RIGHT, TOP, BOTTOM = 64, 150, 20, 52
+#: The parts of a bar, bottom up, with their colours (apart for common colour blindness).
+PARTS = (("sent", "#2e7d32"), ("failed", "#c62828"), ("deferred", "#f9a825"))
+#: A limit up to this many times the highest bar stretches the scale to show its line.
+LIMIT_STRETCH = 2.0
 
 
 @dataclass(frozen=True)
-class Series:
-    org: str
-    values: list[int]  # one per day, oldest first
-    limit: int | None
-    colour: str
+class Day:
+    """What one UTC day adds up to."""
+
+    day: dt.date
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
 
     @property
     def total(self) -> int:
-        return sum(self.values)
+        return self.sent + self.failed + self.deferred
 
 
 @dataclass(frozen=True)
-class Line:
-    """One org on the chart: its polyline and, if it has a daily limit, where that is."""
-
-    series: Series
-    path: str
-    limit_y: str | None
+class Segment:
+    part: str
+    colour: str
+    x: str
+    y: str
+    width: str
+    height: str
+    title: str
 
 
 @dataclass(frozen=True)
@@ -60,6 +53,15 @@ class Tick:
     y: str
     text_y: str
     label: str
+
+
+@dataclass(frozen=True)
+class LimitLine:
+    """A daily limit: a dashed line with its label, or (off the scale) a note on top."""
+
+    label: str
+    y: str | None
+    text_y: str
 
 
 @dataclass(frozen=True)
@@ -73,31 +75,17 @@ class Chart:
     right: int  # x of the plot's right edge
     bottom: int  # y of the x axis
     tick_x: int  # where the y tick labels end
+    label_x: int  # where limit labels start
+    legend_x: int  # where the legend's words start
     date_y: int  # baseline of the date labels
     title_y: int  # baseline of the x axis title
     middle_x: str
     middle_y: str
     y_ticks: list[Tick]
     x_labels: list[tuple[str, str]]  # (x, MM-DD)
-    days: int
-    lines: list[Line]
-
-
-def build_series(
-    days: Sequence[dt.date],
-    sent: Mapping[str, Mapping[dt.date, int]],
-    limits: Mapping[str, int | None],
-) -> list[Series]:
-    orgs = sorted(set(sent) | set(limits))
-    return [
-        Series(
-            org,
-            [sent.get(org, {}).get(day, 0) for day in days],
-            limits.get(org),
-            PALETTE[i % len(PALETTE)],
-        )
-        for i, org in enumerate(orgs)
-    ]
+    segments: list[Segment]
+    limits: list[LimitLine]
+    legend: list[tuple[str, str, str, str]]  # (part, colour, swatch y, text baseline)
 
 
 def nice_ceiling(value: float) -> int:
@@ -111,30 +99,43 @@ def nice_ceiling(value: float) -> int:
     return int(10 * power)  # pragma: no cover  (the loop always returns)
 
 
-def layout(days: Sequence[dt.date], series: Sequence[Series]) -> Chart:
-    """Axes with five y ticks, a date label every five days, one line per org."""
-    peak = max(
-        [v for s in series for v in s.values] + [s.limit for s in series if s.limit is not None],
-        default=0,
-    )
-    top = nice_ceiling(peak * 1.05)
+def layout(days: Sequence[Day], limits: Sequence[tuple[str, int]] = ()) -> Chart:
+    """Bars for ``days`` (oldest first) and a line per (label, value) in ``limits``."""
+    peak = max((d.total for d in days), default=0)
+    shown = [value for _, value in limits if value <= max(peak, 1) * LIMIT_STRETCH]
+    top = nice_ceiling(max([peak, *shown], default=0) * 1.05)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    step = plot_w / max(1, len(days) - 1)
-
-    def x(i: int) -> float:
-        return LEFT + i * step
+    slot = plot_w / max(1, len(days))
+    bar = max(1.0, slot * 0.7)
 
     def y(value: float) -> float:
         return TOP + plot_h - (value / top) * plot_h
 
-    lines = [
-        Line(
-            s,
-            " L ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(s.values)),
-            None if s.limit is None else f"{y(s.limit):.1f}",
-        )
-        for s in series
-    ]
+    segments = []
+    for i, day in enumerate(days):
+        x = LEFT + i * slot + (slot - bar) / 2
+        base = 0
+        for part, colour in PARTS:
+            value: int = getattr(day, part)
+            if value:
+                segments.append(
+                    Segment(
+                        part,
+                        colour,
+                        f"{x:.1f}",
+                        f"{y(base + value):.1f}",
+                        f"{bar:.1f}",
+                        f"{y(base) - y(base + value):.1f}",
+                        f"{day.day:%Y-%m-%d}: {value} {part}",
+                    )
+                )
+            base += value
+    lines = []
+    for label, value in limits:
+        if value <= top:
+            lines.append(LimitLine(f"{label} {value}", f"{y(value):.1f}", f"{y(value) + 4:.1f}"))
+        else:
+            lines.append(LimitLine(f"{label} {value} (above)", None, f"{TOP + 4:.1f}"))
     return Chart(
         width=WIDTH,
         height=HEIGHT,
@@ -143,6 +144,7 @@ def layout(days: Sequence[dt.date], series: Sequence[Series]) -> Chart:
         right=LEFT + plot_w,
         bottom=TOP + plot_h,
         tick_x=LEFT - 6,
+        label_x=LEFT + plot_w + 6,
         date_y=TOP + plot_h + 16,
         title_y=HEIGHT - 8,
         middle_x=f"{LEFT + plot_w / 2:.1f}",
@@ -152,10 +154,15 @@ def layout(days: Sequence[dt.date], series: Sequence[Series]) -> Chart:
             for value in (top * k / 4 for k in range(5))
         ],
         x_labels=[
-            (f"{x(i):.1f}", f"{day:%m-%d}")
-            for i, day in enumerate(days)
+            (f"{LEFT + (i + 0.5) * slot:.1f}", f"{d.day:%m-%d}")
+            for i, d in enumerate(days)
             if i % 5 == 0 or i == len(days) - 1
         ],
-        days=len(days),
-        lines=lines,
+        segments=segments,
+        limits=lines,
+        legend=[
+            (part, colour, f"{TOP + plot_h - 14 - 18 * k:.1f}", f"{TOP + plot_h - 4 - 18 * k:.1f}")
+            for k, (part, colour) in enumerate(PARTS)
+        ],
+        legend_x=LEFT + plot_w + 24,
     )
