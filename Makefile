@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-compat lint typecheck check bench clean
+.PHONY: demo test test-compat test-mysql lint typecheck check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,25 @@ test-compat:
 	$(PY312) -m venv .venv-dj61
 	.venv-dj61/bin/python -m pip install --quiet -e '.[dev]' 'django>=6.1,<6.2'
 	.venv-dj61/bin/python -m pytest $(COMPAT_ARGS)
+
+# The whole suite on MariaDB or MySQL (the `mysql` extra, and a server at MYSQL_URL; the
+# database is created if missing and the suite's own is test_<name>), after the system
+# checks and the migrations check against that server.
+MYSQL_URL ?= mysql://root@127.0.0.1:3306/mailapi_test
+MYSQL_STAMP := $(VENV)/.installed-mysql
+
+$(MYSQL_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,mysql]'
+	touch $(MYSQL_STAMP)
+
+test-mysql: $(MYSQL_STAMP)
+	$(PY) -c "import sys, MySQLdb; from urllib.parse import urlparse; u = urlparse(sys.argv[1]); \
+		MySQLdb.connect(host=u.hostname, port=u.port or 3306, user=u.username or 'root', \
+		passwd=u.password or '').query('CREATE DATABASE IF NOT EXISTS \`%s\` CHARACTER SET utf8mb4' \
+		% u.path.lstrip('/'))" "$(MYSQL_URL)"
+	DATABASE_URL=$(MYSQL_URL) DJANGO_SETTINGS_MODULE=tests.settings $(PY) -m django check --database default --fail-level WARNING
+	DATABASE_URL=$(MYSQL_URL) DJANGO_SETTINGS_MODULE=tests.settings $(PY) -m django makemigrations --check --dry-run django_mailapi
+	DATABASE_URL=$(MYSQL_URL) $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) tests/benchmarks/run.py
