@@ -67,6 +67,7 @@ N_LIMITED = 500  # emails per rate-limited scenario
 SANDBOX_RATE = 5.0  # requests per second the sandbox allows in the rate-limited scenarios
 PEER_LIMITED_STOP = 120.0  # seconds after which the rate-limited peer is stopped
 DELIVER_TIMEOUT = 300.0  # bound on any other delivery scenario
+SUPPRESSED = 10_000  # rows in the suppression list for the "suppressed" scenario
 
 
 def sandbox_nodelay(on: bool) -> None:
@@ -268,6 +269,22 @@ def clean_slate(services: Services) -> None:
     redis.Redis.from_url(services.redis_url).flushdb()
 
 
+def seed_suppressions(services: Services, n: int) -> None:
+    """``n`` rows on the suppression list, none of them a recipient of the run: the
+    worker's check reads an index of that size and leaves every email as it is, so the
+    run delivers as many emails as the others and measures the check alone. Four in
+    five are for every org (hard bounces), the rest for the benchmark's org."""
+    with psycopg.connect(services.db_url(), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO django_mailapi_suppression (org, address, reason, note, created_at)"
+            " SELECT CASE WHEN mod(g, 5) = 0 THEN 'default' END, 'gone-' || g || '@example.com',"
+            " CASE WHEN mod(g, 5) = 0 THEN 'complaint' ELSE 'hard_bounce' END, '', now()"
+            " FROM generate_series(1, %s) AS g",
+            [n],
+        )
+        conn.execute("ANALYZE django_mailapi_suppression")
+
+
 def outbox_counts(services: Services) -> dict[str, int]:
     with psycopg.connect(services.db_url()) as conn:
         rows = conn.execute(
@@ -429,9 +446,12 @@ def deliver_scenario(
     sandbox_rate: float | None = None,
     timeout: float = DELIVER_TIMEOUT,
     pool: bool = True,
+    suppressed: int = 0,
     **mailapi: Any,
 ) -> Result:
     clean_slate(services)
+    if suppressed:
+        seed_suppressions(services, suppressed)
     with SandboxServer(port=0, rate_limit=sandbox_rate) as sandbox:
         if side == "ours":
             python, env = OURS_PYTHON, ours_env(services, sandbox, pool=pool, **mailapi)
@@ -458,7 +478,9 @@ def deliver_scenario(
         duplicates=dups,
         outbox=outbox_counts(services) if side == "ours" else None,
         note=note,
-        extra=({"mailapi": mailapi} if mailapi else {}) | ({} if pool else {"db_pool": False}),
+        extra=({"mailapi": mailapi} if mailapi else {})
+        | ({} if pool else {"db_pool": False})
+        | ({"suppressed_addresses": suppressed} if suppressed else {}),
     )
 
 
@@ -514,6 +536,28 @@ def profile_scenario(services: Services, batch_size: int) -> dict[str, Any]:
     return out
 
 
+def suppression_check_scenario(
+    services: Services, suppressed: int, rounds: int = 9
+) -> dict[str, Any]:
+    """The check's own cost, in one process (suppression_check.py)."""
+    clean_slate(services)
+    with SandboxServer(port=0) as sandbox:
+        return run_json(
+            [
+                str(OURS_PYTHON),
+                str(BENCH / "suppression_check.py"),
+                "--n",
+                str(N),
+                "--suppressed",
+                str(suppressed),
+                "--rounds",
+                str(rounds),
+            ],
+            ours_env(services, sandbox, BATCH_SIZE=100),
+            DELIVER_TIMEOUT * 2,
+        )
+
+
 # --- report --------------------------------------------------------------------------------
 def add_ratios(results: list[Result]) -> None:
     peers = {r.group: r for r in results if r.side == "peer"}
@@ -560,7 +604,26 @@ def targets(results: list[Result]) -> list[dict[str, Any]]:
             "met": None if ratio is None else ratio >= floor,  # None: not run
         }
 
+    def suppression_cost() -> dict[str, Any]:
+        """The end-to-end ratio with SUPPRESSED rows in the list, against the one without."""
+        with_rows, without = (
+            by_key.get("e2e-ours-batch100-suppressed"),
+            by_key.get("e2e-ours-batch100"),
+        )
+        kept = None
+        if with_rows and without and with_rows.ratio_vs_peer and without.ratio_vs_peer:
+            kept = with_rows.ratio_vs_peer / without.ratio_vs_peer
+        rows = with_rows.extra.get("suppressed_addresses", 0) if with_rows else SUPPRESSED
+        return {
+            "target": f"{rows:,} suppressions: end-to-end ratio within 5% of the one without",
+            "scenario": "e2e-ours-batch100-suppressed",
+            "ratio": None if kept is None else round(kept, 3),
+            "needed": 0.95,
+            "met": None if kept is None else kept >= 0.95,
+        }
+
     return [
+        suppression_cost(),
         check("batching on: end-to-end >= 5x the peer, no rate limit", "e2e-ours-batch100", 5),
         check("5 req/s limit: >= 50x the peer's emails/s (RATE_LIMIT=5)", "limited-ours-rl5", 50),
         check("5 req/s limit: >= 50x the peer's emails/s (no RATE_LIMIT)", "limited-ours", 50),
@@ -620,6 +683,13 @@ def main() -> None:
         "--limited-emails", type=int, default=N_LIMITED, help="Emails per rate-limited scenario."
     )
     parser.add_argument(
+        "--suppressed",
+        type=int,
+        default=SUPPRESSED,
+        help="Rows in the suppression list for the end-to-end run that measures the "
+        f"worker's check (default {SUPPRESSED:,}; 0 leaves that run out).",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=5,
@@ -654,6 +724,26 @@ def main() -> None:
                     n=N,
                     BATCH_SIZE=100,
                 ),
+            ),
+            *(
+                [
+                    (
+                        f"end to end 2,000: ours, BATCH_SIZE=100, {args.suppressed:,} suppressed",
+                        lambda: deliver_scenario(
+                            services,
+                            key="e2e-ours-batch100-suppressed",
+                            label=f"end to end: ours, BATCH_SIZE=100, {args.suppressed:,} "
+                            "suppressions",
+                            group="e2e",
+                            side="ours",
+                            n=N,
+                            suppressed=args.suppressed,
+                            BATCH_SIZE=100,
+                        ),
+                    )
+                ]
+                if args.suppressed
+                else []
             ),
             (
                 "end to end 2,000: peer",
@@ -757,6 +847,10 @@ def main() -> None:
                 say(f"  profile: outbox.process in one process, BATCH_SIZE={batch_size} ...")
                 profiles.append(profile_scenario(services, batch_size))
                 say(f"    {profiles[-1]['file']}")
+        check: dict[str, Any] | None = None
+        if not args.skip_profile and args.suppressed:
+            say(f"  the suppression check in one process, {args.suppressed:,} rows ...")
+            check = suppression_check_scenario(services, args.suppressed)
         info = machine(services, peer)
     finally:
         _kill_children()
@@ -782,6 +876,7 @@ def main() -> None:
         "results": [{**asdict(r), "emails_per_s": r.emails_per_s} for r in results],
         "targets": targets(results),
         "profiles": profiles,
+        "suppression_check": check,
     }
     (RESULTS / args.output).write_text(json.dumps(report, indent=2) + "\n")
 
@@ -800,6 +895,13 @@ def main() -> None:
         say(
             f"  profile BATCH_SIZE={profile['batch_size']}: {profile['wall_s']:.2f} s in process, "
             + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items())
+        )
+    if check:
+        say(
+            f"  suppression check, {check['suppressed']:,} rows, {check['emails']:,} emails in "
+            f"one process: {check['process_s_without']:.3f} s without, "
+            f"{check['process_s_with']:.3f} s with ({check['slower_by']:+.1%}); "
+            f"{check['list_queries']} list queries took {check['list_query_s'] * 1000:.1f} ms"
         )
     say("")
     say(
