@@ -13,6 +13,7 @@ unbounded ``SELECT DISTINCT`` (filters ask the model's ``distinct_values``) or a
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.functional import cached_property
-from django.utils.html import format_html
+from django.utils.html import format_html, urlize
+from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from ..conf import get_settings
@@ -50,6 +52,22 @@ def truncated(text: str, length: int) -> str:
     if len(text) <= length:
         return text
     return format_html('<span title="{}">{}</span>', text, Truncator(text).chars(length))
+
+
+#: Text between backticks in a catalog's prose: a setting, a command, a value.
+_BACKTICKS = re.compile(r"`([^`]+)`")
+
+
+def rich_text(text: str) -> SafeString:
+    """Catalog prose as HTML: escaped, `backticks` as <code>, URLs as links."""
+    parts = _BACKTICKS.split(text)
+    html: list[str] = []
+    for index, part in enumerate(parts):
+        if index % 2:
+            html.append(format_html("<code>{}</code>", part))
+        else:
+            html.append(urlize(part, nofollow=True, autoescape=True))
+    return SafeString("".join(html))
 
 
 def first_sentence(text: str, length: int = 70) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,8 +11,7 @@ from django.db.models import QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, reverse
-from django.utils.html import format_html, urlize
-from django.utils.safestring import SafeString
+from django.utils.html import format_html
 
 from .. import errors, outbox
 from ..models import FailedSend, OutboundEmail
@@ -28,6 +26,7 @@ from .base import (
     http_status_label,
     page_context,
     reference_anchor,
+    rich_text,
     truncated,
     utc_stamp,
 )
@@ -181,22 +180,6 @@ class FailedSendAdmin(ReadOnlyAdmin):
             "matches": sum(len(c["entries"]) for c in catalogs),
         }
         return TemplateResponse(request, "admin/django_mailapi/error_reference.html", context)
-
-
-#: Text between backticks in a catalog's prose: a setting, a command, a value.
-_BACKTICKS = re.compile(r"`([^`]+)`")
-
-
-def rich_text(text: str) -> SafeString:
-    """Catalog prose as HTML: escaped, `backticks` as <code>, URLs as links."""
-    parts = _BACKTICKS.split(text)
-    html: list[str] = []
-    for index, part in enumerate(parts):
-        if index % 2:
-            html.append(format_html("<code>{}</code>", part))
-        else:
-            html.append(urlize(part, nofollow=True, autoescape=True))
-    return SafeString("".join(html))
 
 
 def _matches(query: str, *texts: str) -> bool:

@@ -39,6 +39,7 @@ from .base import (
     code_link,
     first_sentence,
     http_status_label,
+    rich_text,
     status_badge,
     truncated,
     utc_stamp,
@@ -153,9 +154,13 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
     list_defer = ("payload",)
     search_fields = ("recipients", "subject")
     actions = ("retry_now", "cancel")
+    # The summary (change_form.html) comes first; then what happened, then the rest.
     fieldsets = (
+        ("Attempts that failed", {"fields": ("failures_table",)}),
+        ("Delivery events", {"fields": ("events_timeline",)}),
+        ("Message", {"fields": ("payload_summary",)}),
         (
-            None,
+            "Details",
             {
                 "fields": (
                     "status",
@@ -184,9 +189,6 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
             "Last error",
             {"fields": ("last_error_code", "last_error_status_label", "suggested_action")},
         ),
-        ("Attempts that failed", {"fields": ("failures_table",)}),
-        ("Delivery events", {"fields": ("events_timeline",)}),
-        ("Message", {"fields": ("payload_summary",)}),
         (
             "Bookkeeping",
             {
@@ -331,7 +333,7 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
                 "code": code_link(found.source, found.error_code),
                 "http_status": http_status_label(found.http_status),
                 "message": found.message,
-                "action": found.suggested_action,
+                "action": rich_text(found.suggested_action),
                 "times": sum(1 for f in failures if f.error_code == found.error_code),
                 "behind": failures[-1].error_code if failures[-1] is not found else "",
             }
@@ -340,7 +342,7 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
                 "code": code_link(email.error_source, email.last_error_code),
                 "http_status": http_status_label(email.last_error_status),
                 "message": "",
-                "action": email.suggested_action,
+                "action": rich_text(email.suggested_action),
                 "times": 1,
                 "behind": "",
             }
@@ -447,7 +449,7 @@ def failure_groups(failures: list[FailedSend]) -> list[dict[str, Any]]:
                 "http_status": http_status_label(failure.http_status),
                 "count": 0,
                 "first": failure.created_at,
-                "suggested_action": failure.suggested_action,
+                "suggested_action": rich_text(failure.suggested_action),
                 "retry_class": failure.retry_class,
             }
         group["count"] += 1
