@@ -199,7 +199,7 @@ def _refusal(org: str, limits: Limits, failed: set[str]) -> QuotaExceeded:
 def _reserve_postgresql(
     org: str, units: int, day: dt.date, month: dt.date, conf: MailapiSettings, using: str
 ) -> QuotaExceeded | None:
-    params = {
+    params: dict[str, Any] = {
         "org": org,
         "units": units,
         "day": day,
@@ -333,7 +333,7 @@ def release(org: str, units: int, day: dt.date, *, failed: bool) -> None:
     month = day.replace(day=1)
     using = router.db_for_write(UsageCounter)
     if _native(using):
-        params = {
+        params: dict[str, Any] = {
             "org": org,
             "units": units,
             "day": day,
