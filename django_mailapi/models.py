@@ -78,6 +78,11 @@ class BrowsableQuerySet(models.QuerySet[_M]):
             cursor.execute(sql, [limit])
             return [str(row[0]) for row in cursor.fetchall()]
 
+    def count_by(self, field: str) -> dict[Any, int]:
+        """How many rows of this queryset hold each value of ``field`` (one GROUP BY)."""
+        rows = self.order_by().values(field).annotate(n=models.Count("pk")).values_list(field, "n")
+        return dict(rows)
+
     def estimated_count(self) -> int | None:
         """The database's estimate of the table's row count (PostgreSQL), else None."""
         connection = connections[self.db]

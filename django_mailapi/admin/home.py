@@ -34,13 +34,7 @@ def changelist(model: str, **params: str) -> str:
 
 def today_by_status(midnight: dt.datetime) -> list[dict[str, Any]]:
     """Emails created since ``midnight`` (UTC), per status, every status shown."""
-    rows = dict(
-        OutboundEmail.objects.filter(created_at__gte=midnight)
-        .order_by()
-        .values("status")
-        .annotate(n=Count("id"))
-        .values_list("status", "n")
-    )
+    rows = OutboundEmail.objects.filter(created_at__gte=midnight).count_by("status")
     return [
         {
             "badge": status_badge(status.value),
@@ -53,13 +47,7 @@ def today_by_status(midnight: dt.datetime) -> list[dict[str, Any]]:
 
 def backlog(now: dt.datetime) -> dict[str, Any]:
     """Queued and deferred emails (due or not), and how long the oldest due one waited."""
-    counts = dict(
-        OutboundEmail.objects.filter(status__in=CLAIMABLE)
-        .order_by()
-        .values("status")
-        .annotate(n=Count("id"))
-        .values_list("status", "n")
-    )
+    counts = OutboundEmail.objects.filter(status__in=CLAIMABLE).count_by("status")
     oldest = (
         OutboundEmail.objects.filter(status__in=CLAIMABLE, next_attempt_at__lte=now)
         .order_by("next_attempt_at")

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.management.base import CommandError
-from django.db.models import Count
 from django.utils import timezone
 
 from django_mailapi.management.arguments import (
@@ -128,14 +127,8 @@ def oldest_due_seconds(now: dt.datetime) -> int | None:
 
 def failures_since(start: dt.datetime) -> dict[str, int]:
     """Failed attempts since ``start`` by error code, most frequent first."""
-    rows = (
-        FailedSend.objects.filter(created_at__gte=start)
-        .order_by()
-        .values("error_code")
-        .annotate(n=Count("id"))
-        .values_list("error_code", "n")
-    )
-    return dict(sorted(rows, key=lambda row: (-row[1], row[0])))
+    rows = FailedSend.objects.filter(created_at__gte=start).count_by("error_code")
+    return dict(sorted(rows.items(), key=lambda row: (-row[1], row[0])))
 
 
 class Command(MailapiCommand):
