@@ -12,9 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from argparse import ArgumentParser
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import QuerySet
+
+from django_mailapi.models import OutboundEmail
 
 FORMATS = ("table", "json")
 
@@ -114,6 +118,28 @@ def add_format_argument(parser: ArgumentParser) -> None:
         default="table",
         help="table (default) or json",
     )
+
+
+@dataclass(frozen=True)
+class EmailSelection:
+    """The emails named by ``add_selection_arguments``: these IDs, of this org."""
+
+    ids: tuple[int, ...] = ()
+    org: str | None = None
+
+    def narrow(self, emails: QuerySet[OutboundEmail]) -> QuerySet[OutboundEmail]:
+        if self.ids:
+            emails = emails.filter(pk__in=self.ids)
+        if self.org:
+            emails = emails.filter(org=self.org)
+        return emails
+
+    def left_out(self, selected: Iterable[int]) -> dict[int, str | None]:
+        """Each requested ID not among ``selected``, with its email's status (None: there
+        is no such email), in ID order: for the command to say why it was left alone."""
+        missing = sorted(set(self.ids) - set(selected))
+        found = dict(OutboundEmail.objects.filter(pk__in=missing).values_list("pk", "status"))
+        return {pk: found.get(pk) for pk in missing}
 
 
 def add_selection_arguments(parser: ArgumentParser, done: str) -> None:

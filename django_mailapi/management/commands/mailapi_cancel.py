@@ -12,7 +12,11 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from django_mailapi import outbox
-from django_mailapi.management.arguments import MailapiCommand, add_selection_arguments
+from django_mailapi.management.arguments import (
+    EmailSelection,
+    MailapiCommand,
+    add_selection_arguments,
+)
 from django_mailapi.management.output import Column, render_table
 from django_mailapi.models import OutboundEmail, Status
 from django_mailapi.text import plural
@@ -31,11 +35,9 @@ COLUMNS = (
 
 
 @dataclass(frozen=True)
-class Selection:
+class Selection(EmailSelection):
     """Queued or deferred emails, narrowed by every selector given."""
 
-    ids: tuple[int, ...] = ()
-    org: str | None = None
     scheduled: bool = False
 
     @property
@@ -43,22 +45,15 @@ class Selection:
         return not (self.ids or self.org)
 
     def emails(self) -> QuerySet[OutboundEmail]:
-        emails = OutboundEmail.objects.filter(status__in=SELECTABLE)
-        if self.ids:
-            emails = emails.filter(pk__in=self.ids)
-        if self.org:
-            emails = emails.filter(org=self.org)
+        emails = self.narrow(OutboundEmail.objects.filter(status__in=SELECTABLE))
         if self.scheduled:
             emails = emails.filter(send_at__gt=timezone.now())
         return emails.order_by("pk")
 
     def skipped(self, selected: set[int]) -> dict[int, str]:
         """Why each requested id that was not cancelled was left alone."""
-        missing = sorted(set(self.ids) - selected)
-        found = dict(OutboundEmail.objects.filter(pk__in=missing).values_list("pk", "status"))
         reasons = {}
-        for pk in missing:
-            status = found.get(pk)
+        for pk, status in self.left_out(selected).items():
             if status is None:
                 reasons[pk] = "no such email"
             elif status == Status.SENDING:

@@ -11,7 +11,11 @@ from django.core.management.base import CommandError
 from django.db.models import QuerySet
 
 from django_mailapi import outbox
-from django_mailapi.management.arguments import MailapiCommand, add_selection_arguments
+from django_mailapi.management.arguments import (
+    EmailSelection,
+    MailapiCommand,
+    add_selection_arguments,
+)
 from django_mailapi.management.output import Column, progress_bar, render_table
 from django_mailapi.models import OutboundEmail, Status
 from django_mailapi.text import plural
@@ -32,15 +36,13 @@ COLUMNS = (
 
 
 @dataclass(frozen=True)
-class Selection:
+class Selection(EmailSelection):
     """Which emails to re-queue: failed or deferred ones, narrowed by every selector given.
 
     ``all_failed`` selects every failed and deferred email; it exists so that a bare
     ``mailapi_retry`` (perhaps a typo) never re-queues the whole outbox.
     """
 
-    ids: tuple[int, ...] = ()
-    org: str | None = None
     code: str | None = None
     all_failed: bool = False
 
@@ -49,30 +51,27 @@ class Selection:
         return not (self.ids or self.org or self.code or self.all_failed)
 
     def emails(self) -> QuerySet[OutboundEmail]:
-        emails = OutboundEmail.objects.filter(status__in=SELECTABLE, payload__isnull=False)
-        if self.ids:
-            emails = emails.filter(pk__in=self.ids)
-        if self.org:
-            emails = emails.filter(org=self.org)
+        emails = self.narrow(
+            OutboundEmail.objects.filter(status__in=SELECTABLE, payload__isnull=False)
+        )
         if self.code:
             emails = emails.filter(last_error_code=self.code)
         return emails.order_by("pk")
 
     def unretryable_ids(self, selected: Sequence[int]) -> dict[int, str]:
         """Why each of the requested ``ids`` that is not selected cannot be retried."""
-        missing = sorted(set(self.ids) - set(selected))
-        found = dict(OutboundEmail.objects.filter(pk__in=missing).values_list("pk", "status"))
+        left_out = self.left_out(selected)
         without_payload = set(
-            OutboundEmail.objects.filter(pk__in=missing, payload__isnull=True).values_list(
+            OutboundEmail.objects.filter(pk__in=left_out, payload__isnull=True).values_list(
                 "pk", flat=True
             )
         )
         reasons = {}
-        for pk in missing:
-            if pk not in found:
+        for pk, status in left_out.items():
+            if status is None:
                 reasons[pk] = "no such email"
-            elif found[pk] not in SELECTABLE:
-                reasons[pk] = f"it is {found[pk]}, not failed or deferred"
+            elif status not in SELECTABLE:
+                reasons[pk] = f"it is {status}, not failed or deferred"
             elif pk in without_payload:
                 reasons[pk] = "its message is no longer stored"
             else:
