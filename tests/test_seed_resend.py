@@ -133,7 +133,9 @@ def test_every_resend_error_of_the_seed_is_recorded_with_its_action(
         page = admin_client.get(
             reverse("admin:django_mailapi_failedsend_changelist"), {"q": f"{code} {status}"}
         ).content.decode()
-        assert f'<td class="field-error_code">{code}</td>' in page, label
+        # The code cell links the code to its entry in the error reference.
+        assert '<td class="field-error_code_link">' in page, label
+        assert f"#code-resend-{code}" in page and f"<code>{code}</code>" in page, label
         assert f'<td class="field-http_status_display">{status}</td>' in page, label
     assert sandbox.emails == []
 
