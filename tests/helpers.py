@@ -253,7 +253,7 @@ def provider_worker(
             pass
 
 
-def run_sandbox_cli(argv: list[str], provider: str, probe: Any, timeout: float = 10) -> Any:
+def run_sandbox_cli(argv: list[str], provider: str, probe: Any, timeout: float = 30) -> Any:
     """Start the sandbox's command line, read its URL, call ``probe(url)``, then Ctrl-C it.
 
     Returns (probe's result, exit code, stdout after the first line, stderr).

@@ -215,8 +215,10 @@ def test_w005_says_which_limit_and_how_to_fix_it(settings):
 
 
 def test_w005_reads_the_celery_app_when_settings_name_no_broker(settings, monkeypatch):
-    del settings.CELERY_BROKER_URL
+    # Patched before the setting goes, so the undo puts back the real URL (patched
+    # after, it would write the None read meanwhile onto the app for every later test).
     monkeypatch.setattr(current_app.conf, "broker_url", "amqp://guest@127.0.0.1//")
+    del settings.CELERY_BROKER_URL
     assert broker_redelivery_limit() == (1800, "RabbitMQ's default consumer_timeout")
 
 
