@@ -287,3 +287,33 @@ def run_sandbox_cli(argv: list[str], provider: str, probe: Any, timeout: float =
             process.kill()
             process.communicate()
     return result, process.returncode, stdout, stderr
+
+
+def headless_chromium(profile: Path, *arguments: str) -> Any:
+    """A headless Chromium driven by Selenium, with ``profile`` as its user data folder and
+    ``arguments`` added (a window size, say); a skip (a failure in CI) without one."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        service_missing("Selenium")
+    if not (chromium and driver_path):
+        service_missing("Chromium and chromedriver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        *arguments,
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.implicitly_wait(5)
+    return driver

@@ -10,7 +10,6 @@ Not part of the suite (its name does not start with test_).
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from tests.admin_tour import seed_tour
-from tests.helpers import ROOT, service_missing, wait_for
+from tests.helpers import ROOT, headless_chromium, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
@@ -29,30 +28,12 @@ WIDTH = 1280
 
 @pytest.fixture
 def chromium(tmp_path: Path) -> Iterator[Any]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        service_missing("Selenium")
-    if not (chromium and driver_path):
-        service_missing("Chromium and chromedriver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
+    driver = headless_chromium(
+        tmp_path / "chromium",
         "--hide-scrollbars",
         "--force-device-scale-factor=1",
         f"--window-size={WIDTH},800",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.implicitly_wait(5)
+    )
     yield driver
     driver.quit()
 

@@ -6,7 +6,6 @@ The README's admin-tour screenshots are taken by tests/screenshots.py.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from django_mailapi import errors
 from django_mailapi.models import OutboundEmail, Status
 from tests.admin_tour import seed_tour
 from tests.factories import fail, make_email
-from tests.helpers import service_missing, wait_for
+from tests.helpers import headless_chromium, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
@@ -28,33 +27,15 @@ PASSWORD = "browser-test-pw"
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        service_missing("Selenium")
-    if not (chromium and driver_path):
-        service_missing("Chromium and chromedriver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
+    driver = headless_chromium(
+        tmp_path / "chromium",
         "--disable-quic",
         "--no-first-run",
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
         "--window-size=1600,1000",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.implicitly_wait(5)
+    )
     yield driver
     driver.quit()
 
