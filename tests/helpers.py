@@ -262,6 +262,11 @@ def run_sandbox_cli(argv: list[str], provider: str, probe: Any, timeout: float =
     import selectors
     import signal
 
+    def as_from_a_terminal() -> None:
+        # A suite started in the background (nohup, CI) passes an ignored SIGINT on to
+        # its children; a terminal's Ctrl-C is what this command line is tested with.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     process = subprocess.Popen(
         [sys.executable, *argv],
         cwd=ROOT,
@@ -269,6 +274,7 @@ def run_sandbox_cli(argv: list[str], provider: str, probe: Any, timeout: float =
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=as_from_a_terminal,
     )
     try:
         assert process.stdout is not None
