@@ -16,6 +16,7 @@ import pytest
 from django.core import mail
 from django.core.mail import EmailMessage
 
+from django_mailapi.backend import EmailBackend
 from django_mailapi.models import FailedSend, OutboundEmail, Status, Suppression
 from tests.helpers import provider_worker, wait_for
 from tests.webhook_helpers import SECRET
@@ -119,7 +120,7 @@ def test_after_a_hard_bounce_a_batch_of_100_goes_without_the_address(bounced):
         EmailMessage("Digest", "Hi", "shop@example.com", [BOUNCED if n == 42 else f"u{n}@x.test"])
         for n in range(100)
     ]
-    assert mail.get_connection().send_messages(batch) == 100
+    assert EmailBackend().send_messages(batch) == 100
     wait_for(settled, 90)
 
     assert addresses_sent(bounced).count(BOUNCED) == 1  # the first email's
@@ -145,7 +146,7 @@ def test_a_complaint_from_the_sandbox_stops_that_org_only(live):
     def send(org: str) -> OutboundEmail:
         message = EmailMessage("News", "Hi", "shop@example.com", [complained])
         message.org = org  # type: ignore[attr-defined]
-        assert mail.get_connection().send_messages([message]) == 1
+        assert EmailBackend().send_messages([message]) == 1
         return OutboundEmail.objects.latest("pk")
 
     send("acme")
