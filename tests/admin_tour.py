@@ -28,6 +28,13 @@ HTML = (
 def seed_tour(now: dt.datetime | None = None, **target_fields: Any) -> OutboundEmail:
     """Create the tour's rows; return the email that ran out of retries."""
     now = (now or timezone.now()).replace(microsecond=0)
+    midnight = now.astimezone(dt.timezone.utc).replace(hour=0, minute=0, second=0)
+
+    def ago(delta: dt.timedelta) -> dt.datetime:
+        # Never before today's UTC midnight: the home page counts "today", and a test
+        # run just after midnight must find the failures it seeded there.
+        return max(now - delta, midnight)
+
     OrgQuota.objects.create(org="acme", daily_limit=60, monthly_limit=1500)
     OrgQuota.objects.create(org="globex", daily_limit=40)
     OrgQuota.objects.create(org="initech", paused=True)
@@ -51,7 +58,7 @@ def seed_tour(now: dt.datetime | None = None, **target_fields: Any) -> OutboundE
             to=f"customer{minutes}@{org}.test",
             subject=f"Receipt {minutes}",
             status=Status.SENT,
-            created_at=now - dt.timedelta(minutes=minutes),
+            created_at=ago(dt.timedelta(minutes=minutes)),
         )
     for hours, org in enumerate(("globex", "globex", "hooli")):
         make_email(
@@ -61,7 +68,7 @@ def seed_tour(now: dt.datetime | None = None, **target_fields: Any) -> OutboundE
             status=Status.DEFERRED,
             next_attempt_at=now - dt.timedelta(minutes=3 + hours),
             last_error_code="daily_quota_exceeded",
-            created_at=now - dt.timedelta(hours=hours + 1),
+            created_at=ago(dt.timedelta(hours=hours + 1)),
         )
     failures = [
         ("acme", "invoices@acme.test", "Invoice #4411", "invalid_from_address", 422),
@@ -71,10 +78,10 @@ def seed_tour(now: dt.datetime | None = None, **target_fields: Any) -> OutboundE
         ("stark", "pepper@stark.test", "Board minutes", "application_error", 500),
     ]
     for minutes, (org, to, subject, code, status) in enumerate(failures, start=1):
-        at = now - dt.timedelta(minutes=minutes * 11)
+        at = ago(dt.timedelta(minutes=minutes * 11))
         email = make_email(org=org, to=to, subject=subject, created_at=at)
         fail(email, code, status, created_at=at)
-    start = now - dt.timedelta(minutes=40)
+    start = ago(dt.timedelta(minutes=40))
     fields: dict[str, Any] = {
         "org": "umbrella",
         "to": "dana@umbrella.test",
@@ -98,7 +105,13 @@ def seed_tour(now: dt.datetime | None = None, **target_fields: Any) -> OutboundE
             429,
             attempt=attempt,
             will_retry=True,
-            created_at=start + dt.timedelta(minutes=attempt * 3),
+            created_at=min(start + dt.timedelta(minutes=attempt * 3), now),
         )
-    fail(target, "retries_exhausted", None, attempt=9, created_at=start + dt.timedelta(minutes=30))
+    fail(
+        target,
+        "retries_exhausted",
+        None,
+        attempt=9,
+        created_at=min(start + dt.timedelta(minutes=30), now),
+    )
     return target

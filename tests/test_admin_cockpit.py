@@ -358,3 +358,18 @@ def test_quota_list_shows_orgs_that_send_without_a_row_on_the_default_limits(
     assert "7 / 100" in extra
     assert "?org=%3Ci%3Enewco%3C%2Fi%3E" in extra
     assert "acme" not in extra
+
+
+@pytest.mark.django_db
+def test_admin_tour_seeded_just_after_midnight_still_has_todays_failures():
+    # Regression: CI ran the browser tour at 00:10 UTC; the tour's failed emails were
+    # 11 to 55 minutes old, so yesterday's, and the home page's "failed today" link
+    # opened an empty list.
+    from tests.admin_tour import seed_tour
+
+    now = dt.datetime(2026, 12, 2, 0, 10, tzinfo=dt.timezone.utc)
+    with time_machine.travel(now, tick=False):
+        seed_tour(now)
+        figures = home.health(now)
+    failed = next(row for row in figures["by_status"] if "failed" in row["badge"])
+    assert failed["count"] == OutboundEmail.objects.filter(status=Status.FAILED).count() == 6
