@@ -56,12 +56,9 @@ class BrowsableQuerySet(models.QuerySet[_M]):
                 .distinct()[:limit]
             )
             return [str(v) for v in values]
-        concrete = self.model._meta.get_field(field)
-        if not isinstance(concrete, models.Field) or not concrete.column:
-            raise TypeError(f"{self.model.__name__}.{field} is not a column")
         quote = connection.ops.quote_name
         table = quote(self.model._meta.db_table)
-        column = quote(concrete.column)
+        column = quote(self._column(field))
         # Only identifiers from the model's own metadata are interpolated; the limit is a
         # parameter. Both steps say "> ''" so that a partial index WHERE column > '' (as
         # last_error_code has) can serve them.
@@ -77,6 +74,47 @@ class BrowsableQuerySet(models.QuerySet[_M]):
         with connection.cursor() as cursor:
             cursor.execute(sql, [limit])
             return [str(row[0]) for row in cursor.fetchall()]
+
+    def distinct_values_after(self, lead: str, field: str, limit: int) -> list[str]:
+        """The distinct values of ``field`` where an index leads with ``lead`` then ``field``.
+
+        On PostgreSQL a loose index scan walks the distinct (lead, field) pairs of that
+        index, one entry per pair (a few providers times six statuses), so a status that
+        occurs nowhere costs nothing to rule out, however many rows there are. Elsewhere
+        it is a DISTINCT. ``limit`` bounds the pairs walked. Filters are not applied.
+        """
+        connection = connections[self.db]
+        if connection.vendor != "postgresql":
+            values = (
+                self.model._default_manager.using(self.db)
+                .order_by(field)
+                .values_list(field, flat=True)
+                .distinct()[:limit]
+            )
+            return [str(v) for v in values]
+        quote = connection.ops.quote_name
+        table = quote(self.model._meta.db_table)
+        first, second = (quote(self._column(name)) for name in (lead, field))
+        sql = (
+            f"WITH RECURSIVE found(lead, value) AS ("  # noqa: S608
+            f" (SELECT {first}, {second} FROM {table} ORDER BY {first}, {second} LIMIT 1)"
+            f" UNION ALL"
+            f" SELECT next.lead, next.value FROM found CROSS JOIN LATERAL"
+            f" (SELECT {first} AS lead, {second} AS value FROM {table}"
+            f" WHERE ({first}, {second}) > (found.lead, found.value)"
+            f" ORDER BY {first}, {second} LIMIT 1) next"
+            f") SELECT DISTINCT value FROM (SELECT value FROM found LIMIT %s) walked"
+            f" ORDER BY value"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [limit])
+            return [str(row[0]) for row in cursor.fetchall()]
+
+    def _column(self, field: str) -> str:
+        concrete = self.model._meta.get_field(field)
+        if not isinstance(concrete, models.Field) or not concrete.column:
+            raise TypeError(f"{self.model.__name__}.{field} is not a column")
+        return concrete.column
 
     def count_by(self, field: str) -> dict[Any, int]:
         """How many rows of this queryset hold each value of ``field`` (one GROUP BY)."""

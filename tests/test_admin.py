@@ -395,10 +395,10 @@ def test_changelist_queries_do_not_grow_with_rows(admin_client, url, django_asse
     with_300 = queries_for(admin_client, url)
 
     assert with_30 == with_300
-    # Session, user, a query per filter with values to offer (emails: org, provider,
-    # code and tag; failed sends: org, provider, code and the recent HTTP statuses), the
-    # count and the page.
-    filters = 4
+    # Session, user, a query per filter with values to offer (emails: status, delivery
+    # status, org, provider, code and tag; failed sends: org, provider, code and the
+    # recent HTTP statuses), the count and the page.
+    filters = 6 if url == EMAILS else 4
     with django_assert_max_num_queries(4 + filters):
         admin_client.get(url)
 

@@ -305,6 +305,9 @@ def test_error_reference_shows_backticks_as_code_and_urls_as_links(admin_client)
 
     assert "<code>manage.py mailapi_retry ID</code>" in page
     assert "`manage.py mailapi_retry ID`" not in page
+    # The action for retries_exhausted names the email page's button before the command.
+    exhausted = errors.suggested_action("mailapi", "retries_exhausted", None)
+    assert "Retry now on that page or `manage.py mailapi_retry ID`" in exhausted
     # http:// before Django 6.1's URLIZE_ASSUME_HTTPS (set in the test settings), https:// with it.
     assert re.search(
         r'<a href="https?://resend\.com/contact" rel="nofollow">resend\.com/contact</a>', page
@@ -373,3 +376,66 @@ def test_admin_tour_seeded_just_after_midnight_still_has_todays_failures():
         figures = home.health(now)
     failed = next(row for row in figures["by_status"] if "failed" in row["badge"])
     assert failed["count"] == OutboundEmail.objects.filter(status=Status.FAILED).count() == 6
+
+
+# --- filters offer what occurs ---------------------------------------------------------
+def filter_choices(page: str, parameter: str) -> list[str]:
+    """The values a changelist's filter offers for ``parameter``, in page order."""
+    title = parameter.removesuffix("__exact").replace("_", " ")
+    start = re.search(rf"By {title}\s*<", page)
+    assert start, f"no filter titled {title!r}"
+    block = page[start.end() : page.index("</ul>", start.end())]
+    return re.findall(rf"\?{re.escape(parameter)}=([a-z_]+)\"", block.replace("&amp;", "&"))
+
+
+def test_status_filters_offer_only_the_statuses_that_occur(admin_client):
+    make_email(status=Status.SENT, provider="resend", delivery_status="delivered")
+    make_email(status=Status.FAILED, provider="sendr", delivery_status="bounced")
+    make_email(status=Status.QUEUED, provider="")
+
+    page = text(admin_client.get(EMAILS))
+
+    assert filter_choices(page, "status__exact") == ["queued", "sent", "failed"]
+    assert filter_choices(page, "delivery_status__exact") == ["delivered", "bounced"]
+
+
+def test_status_filter_keeps_a_chosen_status_that_no_row_has(admin_client):
+    make_email(status=Status.SENT)
+
+    page = text(admin_client.get(EMAILS + "?status__exact=cancelled"))
+
+    assert filter_choices(page, "status__exact") == ["sent", "cancelled"]
+    assert "0 emails" in page or "0 outbound emails" in page
+
+
+def test_event_type_and_suppression_reason_filters_offer_what_occurs(admin_client):
+    from django_mailapi.models import DeliveryEvent, Suppression
+
+    DeliveryEvent.objects.create(
+        provider="resend", provider_event_id="e1", type="bounced", occurred_at=timezone.now()
+    )
+    Suppression.objects.create(address="a@example.org", reason="complaint")
+
+    events = text(admin_client.get(reverse("admin:django_mailapi_deliveryevent_changelist")))
+    suppressions = text(admin_client.get(reverse("admin:django_mailapi_suppression_changelist")))
+
+    assert filter_choices(events, "type__exact") == ["bounced"]
+    assert filter_choices(suppressions, "reason__exact") == ["complaint"]
+
+
+def test_status_filter_reads_the_provider_status_index_not_the_table(postgres):
+    make_email(status=Status.SENT, provider="resend")
+    make_email(status=Status.DEFERRED, provider="resend")
+    with CaptureQueriesContext(connection) as captured:
+        found = OutboundEmail.objects.distinct_values_after("provider", "status", 1000)
+    assert found == ["deferred", "sent"]
+    (sql,) = [q["sql"] for q in captured]
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        try:
+            cursor.execute(f"EXPLAIN {sql}")
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("SET enable_seqscan = on")
+    assert "Seq Scan on django_mailapi_outboundemail" not in plan, plan
+    assert "mailapi_email_provider" in plan, plan

@@ -43,6 +43,8 @@ else:
 
 #: How many values an org / provider / code filter offers at most.
 FILTER_CHOICES_LIMIT = 100
+#: Most (leading column, value) index pairs a choices filter walks.
+FILTER_PAIRS_LIMIT = 1000
 #: Count rows exactly up to this many; past it, estimate (see BoundedCountPaginator).
 COUNT_LIMIT = 10_000
 
@@ -185,6 +187,29 @@ class ValuesFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
         return queryset.filter(**{self.field: value}) if value else queryset
+
+
+class ChoicesFilter(ValuesFilter):
+    """Filter on a field with choices, offering only the choices that occur.
+
+    The values come from the field's index, one entry per distinct value (or, with
+    ``after``, per distinct pair of an index that leads with that column), so ruling
+    out a status that no row has costs nothing on a table of millions of rows."""
+
+    after = ""
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        objects = model_admin.model.objects
+        if self.after:
+            found = objects.distinct_values_after(self.after, self.field, FILTER_PAIRS_LIMIT)
+        else:
+            found = objects.distinct_values(self.field, FILTER_CHOICES_LIMIT)
+        present = set(found)
+        current = self.value()
+        if current:
+            present.add(current)  # keep a value chosen from a link selectable
+        choices = model_admin.model._meta.get_field(self.field).choices or ()
+        return [(str(value), str(label)) for value, label in choices if value in present]
 
 
 class OrgFilter(ValuesFilter):

@@ -17,7 +17,13 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from ..models import DeliveryEvent
-from .base import OrgFilter, ProviderFilter, ReadOnlyAdmin, truncated
+from .base import ChoicesFilter, OrgFilter, ProviderFilter, ReadOnlyAdmin, truncated
+
+
+class TypeFilter(ChoicesFilter):
+    title = "type"
+    parameter_name = "type__exact"
+    field = "type"
 
 
 class MatchedFilter(admin.SimpleListFilter):
@@ -67,7 +73,7 @@ class DeliveryEventAdmin(ReadOnlyAdmin):
         "summary_short",
     )
     list_display_links = ("received_at", "type")
-    list_filter = ("type", ProviderFilter, OrgFilter, MatchedFilter)
+    list_filter = (TypeFilter, ProviderFilter, OrgFilter, MatchedFilter)
     fieldsets = (
         (
             None,

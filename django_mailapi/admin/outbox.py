@@ -32,6 +32,7 @@ from . import events as events_admin
 from . import suppressions as suppressions_admin
 from .base import (
     FILTER_CHOICES_LIMIT,
+    ChoicesFilter,
     OrgFilter,
     ProviderFilter,
     ReadOnlyAdmin,
@@ -57,6 +58,19 @@ PREVIEW_POLICY = (
     '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
     "style-src 'unsafe-inline'; img-src data:; font-src data:\">"
 )
+
+
+class StatusFilter(ChoicesFilter):
+    title = "status"
+    parameter_name = "status__exact"  # the parameter the home page's links use
+    field = "status"
+    after = "provider"  # walked through the (provider, status) index
+
+
+class DeliveryStatusFilter(ChoicesFilter):
+    title = "delivery status"
+    parameter_name = "delivery_status__exact"
+    field = "delivery_status"
 
 
 class LastErrorCodeFilter(ValuesFilter):
@@ -142,8 +156,8 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
     )
     list_display_links = ("id", "recipients_and_subject")
     list_filter = (
-        "status",
-        "delivery_status",
+        StatusFilter,
+        DeliveryStatusFilter,
         CreatedFilter,
         ScheduledFilter,
         OrgFilter,

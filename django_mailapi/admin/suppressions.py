@@ -21,7 +21,7 @@ from django.utils.safestring import SafeString
 
 from .. import suppression
 from ..models import Suppression, SuppressionReason
-from .base import FILTER_CHOICES_LIMIT, ReadOnlyAdmin, truncated
+from .base import FILTER_CHOICES_LIMIT, ChoicesFilter, ReadOnlyAdmin, truncated
 
 # Django's form classes are generic to django-stubs only.
 if TYPE_CHECKING:
@@ -32,6 +32,12 @@ else:
 #: What the org filter offers for rows with no org.
 EVERY_ORG = "every org"
 _EVERY_ORG_VALUE = "__every__"
+
+
+class ReasonFilter(ChoicesFilter):
+    title = "reason"
+    parameter_name = "reason__exact"
+    field = "reason"
 
 
 class SuppressionOrgFilter(admin.SimpleListFilter):
@@ -112,7 +118,7 @@ def recipient_links(recipients: Iterable[str], org: str) -> SafeString:
 class SuppressionAdmin(ReadOnlyAdmin):
     form = SuppressionForm
     list_display = ("address", "org_label", "reason", "created_at", "note_short", "event_link")
-    list_filter = ("reason", SuppressionOrgFilter)
+    list_filter = (ReasonFilter, SuppressionOrgFilter)
     search_fields = ("address",)
     search_help_text = "The start of an address, or a whole one; case does not matter."
     fieldsets = ((None, {"fields": ("address", "org", "reason", "note")}),)
