@@ -43,7 +43,7 @@ CATALOG = Catalog(
             "The email has more recipients than the org's daily or monthly limit allows.",
             "Waiting cannot help: the email alone is over the limit. Split it into emails with "
             "fewer recipients, or raise the limit (`manage.py mailapi_quota ORG --daily N`), "
-            "then re-queue it with `manage.py mailapi_retry ID`.",
+            "then re-queue it (Retry now on its admin page, or `manage.py mailapi_retry ID`).",
         ),
         _entry(
             "org_paused",
@@ -131,8 +131,9 @@ CATALOG = Catalog(
         _entry(
             "retries_exhausted",
             "Every attempt failed, up to MAILAPI['MAX_RETRIES'].",
-            "The earlier failed sends of this email show the underlying error; deal with "
-            "that, then re-queue it with `manage.py mailapi_retry ID`. If outages outlast the "
+            "The earlier failed sends of this email show the underlying error (its admin "
+            "page names it at the top); deal with that, then re-queue the email with Retry "
+            "now on that page or `manage.py mailapi_retry ID`. If outages outlast the "
             "retries, raise MAILAPI['MAX_RETRIES'].",
         ),
         _entry(
@@ -184,7 +185,8 @@ CATALOG = Catalog(
             "for another.",
             "The email was not sent, so no API key went to the wrong provider. Either set "
             "MAILAPI['PROVIDER'] (or the MAILERS alias's OPTIONS) back to the provider "
-            "named in the message and re-queue it with `manage.py mailapi_retry ID`, or "
+            "named in the message and re-queue it (Retry now on its admin page, or "
+            "`manage.py mailapi_retry ID`), or "
             "send the email again from your application so it is queued for the new one.",
         ),
         _entry(
