@@ -74,10 +74,15 @@ def _delete_in_batches(queryset: QuerySet[Any], batch_size: int) -> dict[str, in
     using = router.db_for_write(queryset.model)
     queryset = queryset.using(using)
     deleted: dict[str, int] = {}
+    after: Any = None
     while True:
-        ids = list(queryset.order_by("pk").values_list("pk", flat=True)[:batch_size])
+        # Each batch starts after the last one's ids, so no batch reads past the index
+        # entries of rows the earlier ones deleted (they stay until a vacuum).
+        pending = queryset if after is None else queryset.filter(pk__gt=after)
+        ids = list(pending.order_by("pk").values_list("pk", flat=True)[:batch_size])
         if not ids:
             return deleted
+        after = ids[-1]
         with transaction.atomic(using=using):
             _total, per_model = queryset.filter(pk__in=ids).delete()
         for label, count in per_model.items():

@@ -343,12 +343,50 @@ def explain(sql: str) -> str:
         return "\n".join(row[0] for row in cursor.fetchall())
 
 
+def measure_purge() -> None:
+    """mailapi_purge on every finished email: rows, time, and the longest batch.
+
+    Each batch is one transaction, and its locks (on the rows it deletes) are held until
+    it commits, so the longest batch is the longest any lock of the purge is held."""
+    import contextlib
+    import types
+
+    from django_mailapi import purge
+
+    holds: list[float] = []
+    atomic = purge.transaction.atomic
+
+    @contextlib.contextmanager
+    def timed(*args: Any, **kwargs: Any) -> Iterator[None]:
+        began = time.perf_counter()
+        with atomic(*args, **kwargs):
+            yield
+        holds.append(time.perf_counter() - began)
+
+    purge.transaction = types.SimpleNamespace(atomic=timed)  # type: ignore[assignment]
+    began = time.perf_counter()
+    counts = purge.purge(0)
+    took = time.perf_counter() - began
+    rows = counts.emails + counts.failed_sends + counts.usage_counters
+    print(
+        f"\nmailapi_purge --older-than 0: {rows:,} rows ({counts.emails:,} emails, "
+        f"{counts.failed_sends:,} failed sends, {counts.usage_counters:,} counters) in "
+        f"{took:.1f} s, {len(holds):,} batches; longest batch {max(holds) * 1000:.0f} ms, "
+        f"median {statistics.median(holds) * 1000:.0f} ms"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--emails", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--refill", action="store_true", help="build the data again")
     parser.add_argument("--drop", action="store_true", help="drop the database at the end")
+    parser.add_argument(
+        "--purge",
+        action="store_true",
+        help="last, run mailapi_purge --older-than 0 on the data (the next run rebuilds it)",
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -423,6 +461,8 @@ def main() -> None:
 
     slow = sorted(results, key=lambda r: r.p50, reverse=True)[:5]
     print("\nSlowest pages (p50): " + "; ".join(f"{r.label} {r.p50:.0f} ms" for r in slow))
+    if args.purge:
+        measure_purge()
     print(f"total {time.perf_counter() - started:.0f} s")
     if args.drop:
         drop_database()
