@@ -1,19 +1,11 @@
 """``manage.py mailapi_status``: is mail flowing? One look for a person, or for a monitor.
 
-Every query is served by an index, so the command stays fast on an outbox of millions
-of rows: the statuses are counted per provider through the (provider, status) index
-(the providers found by a loose index scan), the oldest due email is the first entry of
-the waiting and leased partial indexes, the last hour's failures are a range of the
-failed sends' created_at index, and the last delivery event the first entry of the
-events' received_at index.
+The figures, and the indexes that keep them cheap, are ``django_mailapi.status``'s.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from argparse import ArgumentParser
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from django.core.management.base import CommandError
@@ -25,110 +17,31 @@ from django_mailapi.management.arguments import (
     non_negative_int,
 )
 from django_mailapi.management.output import Column, cell, render_json_object, render_table
-from django_mailapi.models import CLAIMABLE, DeliveryEvent, FailedSend, OutboundEmail, Status
-
-#: Most providers the statuses are counted over (one index range each).
-PROVIDERS_LIMIT = 1000
-#: The failures window.
-LAST_HOUR = dt.timedelta(hours=1)
-
-#: Keys of ``--format json``, in this order (SPEC §13).
-JSON_KEYS = ("statuses", "oldest_due_seconds", "failures_last_hour", "last_event_at")
+from django_mailapi.status import StatusReport
 
 STATUS_COLUMNS = (Column("status", "status"), Column("emails", "emails", right=True))
 FAILURE_COLUMNS = (Column("code", "code"), Column("failures", "failures", right=True))
 
 
-@dataclass(frozen=True)
-class StatusReport:
-    """What ``mailapi_status`` reports, read at ``now``."""
-
-    #: Emails per status, every status present (0 when none), in Status order.
-    statuses: Mapping[str, int]
-    #: Whole seconds the longest-waiting due email has waited; None when none is due.
-    oldest_due_seconds: int | None
-    #: Failed attempts in the hour before ``now``, by error code, most frequent first.
-    failures_last_hour: Mapping[str, int]
-    #: When the latest delivery event was received; None when there is none.
-    last_event_at: dt.datetime | None
-
-    @classmethod
-    def read(cls, now: dt.datetime) -> StatusReport:
-        return cls(
-            statuses=count_statuses(),
-            oldest_due_seconds=oldest_due_seconds(now),
-            failures_last_hour=failures_since(now - LAST_HOUR),
-            last_event_at=(
-                DeliveryEvent.objects.order_by("-received_at", "-id")
-                .values_list("received_at", flat=True)
-                .first()
-            ),
-        )
-
-    def as_json(self) -> dict[str, Any]:
-        values = {
-            "statuses": dict(self.statuses),
-            "oldest_due_seconds": self.oldest_due_seconds,
-            "failures_last_hour": dict(self.failures_last_hour),
-            "last_event_at": self.last_event_at,
-        }
-        return {key: values[key] for key in JSON_KEYS}
-
-    def as_table(self) -> str:
-        statuses = render_table(
-            STATUS_COLUMNS, [{"status": s, "emails": n} for s, n in self.statuses.items()]
-        )
-        if self.oldest_due_seconds is None:
-            due = "Oldest due email: none waiting"
-        else:
-            due = f"Oldest due email: waiting {self.oldest_due_seconds} s"
-        if self.failures_last_hour:
-            rows = [{"code": c, "failures": n} for c, n in self.failures_last_hour.items()]
-            failures = "Failures in the last hour:\n" + render_table(FAILURE_COLUMNS, rows)
-        else:
-            failures = "Failures in the last hour: none"
-        if self.last_event_at is None:
-            event = "Last delivery event received: never"
-        else:
-            event = f"Last delivery event received: {cell(self.last_event_at)} UTC"
-        return "\n\n".join([statuses, due, failures, event])
-
-
-def count_statuses() -> dict[str, int]:
-    """Emails per status, each count an index-only range of (provider, status)."""
-    emails = OutboundEmail.objects.all()
-    # "" too: a row refused before a provider was known would have none.
-    providers = ["", *emails.distinct_values("provider", PROVIDERS_LIMIT)]
-    return {
-        status.value: emails.filter(provider__in=providers, status=status).count()
-        for status in Status
-    }
-
-
-def oldest_due_seconds(now: dt.datetime) -> int | None:
-    """How long the longest-waiting due email has waited: a waiting email since its
-    next attempt fell due, a leased one since its lease ran out (its worker is gone)."""
-    emails = OutboundEmail.objects.order_by()
-    since = [
-        emails.filter(status__in=CLAIMABLE, next_attempt_at__lte=now)
-        .order_by("next_attempt_at")
-        .values_list("next_attempt_at", flat=True)
-        .first(),
-        emails.filter(status=Status.SENDING, leased_until__lt=now)
-        .order_by("leased_until")
-        .values_list("leased_until", flat=True)
-        .first(),
-    ]
-    found = [moment for moment in since if moment is not None]
-    if not found:
-        return None
-    return int((now - min(found)).total_seconds())
-
-
-def failures_since(start: dt.datetime) -> dict[str, int]:
-    """Failed attempts since ``start`` by error code, most frequent first."""
-    rows = FailedSend.objects.filter(created_at__gte=start).count_by("error_code")
-    return dict(sorted(rows.items(), key=lambda row: (-row[1], row[0])))
+def as_table(report: StatusReport) -> str:
+    """The report as a person reads it: tables and sentences."""
+    statuses = render_table(
+        STATUS_COLUMNS, [{"status": s, "emails": n} for s, n in report.statuses.items()]
+    )
+    if report.oldest_due_seconds is None:
+        due = "Oldest due email: none waiting"
+    else:
+        due = f"Oldest due email: waiting {report.oldest_due_seconds} s"
+    if report.failures_last_hour:
+        rows = [{"code": c, "failures": n} for c, n in report.failures_last_hour.items()]
+        failures = "Failures in the last hour:\n" + render_table(FAILURE_COLUMNS, rows)
+    else:
+        failures = "Failures in the last hour: none"
+    if report.last_event_at is None:
+        event = "Last delivery event received: never"
+    else:
+        event = f"Last delivery event received: {cell(report.last_event_at)} UTC"
+    return "\n\n".join([statuses, due, failures, event])
 
 
 class Command(MailapiCommand):
@@ -152,7 +65,7 @@ class Command(MailapiCommand):
         if options["format"] == "json":
             self.stdout.write(render_json_object(report.as_json()))
         else:
-            self.stdout.write(report.as_table())
+            self.stdout.write(as_table(report))
         max_age = options["max_age"]
         waited = report.oldest_due_seconds
         if max_age is not None and waited is not None and waited > max_age:
