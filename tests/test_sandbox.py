@@ -11,6 +11,7 @@ import datetime as dt
 import http.client
 import json
 import re
+import sys
 import threading
 import time
 from collections import Counter
@@ -23,7 +24,7 @@ import time_machine
 
 from django_mailapi.errors.resend import CATALOG
 from django_mailapi.sandbox import FAIL_DOMAIN, SandboxServer
-from tests.helpers import run_sandbox_cli
+from tests.helpers import FIXTURES, run_sandbox_cli
 
 TIMEOUT = 10
 
@@ -197,6 +198,100 @@ def test_invalid_send_answers_422_with_the_resend_error(
     assert response.json()["name"] == name
     assert message_part in response.json()["message"]
     assert sandbox.emails == []
+
+
+# -- schema checks --------------------------------------------------------------------
+
+RESEND_SCHEMA = FIXTURES / "resend_send_email_request.schema.json"
+
+
+@pytest.fixture
+def checked() -> Iterator[SandboxServer]:
+    """A sandbox that checks every email against Resend's published request schema."""
+    with SandboxServer(port=0, schema=RESEND_SCHEMA) as server:
+        yield server
+
+
+def test_schema_mode_accepts_an_email_that_matches_the_schema(checked: SandboxServer) -> None:
+    api = make_api(checked)
+    body = email(
+        ["ada@example.org"], html="<p>Hi</p>", text="Hi", tags=[{"name": "k", "value": "v"}]
+    )
+
+    sent = api.send(body)
+    batch = api.batch([body, email("bob@example.org")])
+
+    assert sent.status_code == 200, sent.text
+    assert batch.status_code == 200, batch.text
+    assert [e["payload"] for e in checked.emails] == [body, body, email("bob@example.org")]
+
+
+def test_schema_mode_answers_422_validation_error_for_an_email_that_does_not_match(
+    checked: SandboxServer,
+) -> None:
+    api = make_api(checked)
+    # The sandbox's own checks let these through; Resend's schema does not.
+    unknown_field = email(colour="blue")
+    wrong_type = email(scheduled_at=17)
+
+    alone = api.send(unknown_field)
+    typed = api.send(wrong_type)
+    strict = api.batch([email("bob@example.org"), unknown_field])
+    permissive = api.batch(
+        [email("bob@example.org"), wrong_type], {"x-batch-validation": "permissive"}
+    )
+
+    for response in (alone, typed, strict):
+        assert response.status_code == 422
+        assert response.json()["statusCode"] == 422
+        assert response.json()["name"] == "validation_error"
+    assert "colour" in alone.json()["message"]
+    assert "scheduled_at" in typed.json()["message"]
+    assert permissive.status_code == 200
+    assert [error["index"] for error in permissive.json()["errors"]] == [1]
+    assert [e["payload"]["to"] for e in checked.emails] == ["bob@example.org"]
+    # Without a schema the same email is accepted.
+    with SandboxServer(port=0) as plain:
+        assert make_api(plain).send(unknown_field).status_code == 200
+
+
+def test_schema_mode_takes_a_dict_and_refuses_an_invalid_schema() -> None:
+    schema = json.loads(RESEND_SCHEMA.read_text())
+    with SandboxServer(port=0, schema=schema) as server:
+        assert make_api(server).send(email(colour="blue")).status_code == 422
+
+    with pytest.raises(ValueError, match="not a valid JSON Schema"):
+        SandboxServer(schema={"type": 17})
+
+
+def test_schema_mode_without_jsonschema_says_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # import jsonschema now fails
+
+    with pytest.raises(ImportError, match="needs the jsonschema package"):
+        SandboxServer(schema=RESEND_SCHEMA)
+    with SandboxServer(port=0) as server:  # no schema, no jsonschema needed
+        assert make_api(server).send(email()).status_code == 200
+
+
+def test_command_line_schema_flag_checks_every_email() -> None:
+    def probe(url: str) -> list[int]:
+        api = Api(url)
+        try:
+            return [api.send(email()).status_code, api.send(email(colour="blue")).status_code]
+        finally:
+            api.close()
+
+    statuses, returncode, _stdout, stderr = run_sandbox_cli(
+        ["-m", "django_mailapi.sandbox", "--port", "0", "--schema", str(RESEND_SCHEMA)],
+        "resend",
+        probe,
+    )
+
+    assert statuses == [200, 422]
+    assert returncode == 0
+    assert stderr == ""
 
 
 def test_fifty_recipients_and_named_addresses_are_accepted(api: Api) -> None:

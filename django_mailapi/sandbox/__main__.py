@@ -55,6 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="The secret that signs them (for resend: whsec_<base64>); needed with --webhook-url.",
     )
+    parser.add_argument(
+        "--schema",
+        default=None,
+        metavar="PATH",
+        help="Check every email against this JSON Schema file, as a real API validates "
+        "what it receives; one that fails answers 422 validation_error. Needs jsonschema.",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -73,8 +80,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             provider=args.provider,
             webhook_url=args.webhook_url,
             webhook_secret=args.webhook_secret,
+            schema=args.schema,
         )
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, ImportError) as error:
         parser.error(str(error))
 
 

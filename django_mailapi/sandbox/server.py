@@ -11,6 +11,9 @@ HTTP rather than a mock:
 * ``slow+MS@<any domain>`` waits MS milliseconds (at most 30 s) before answering.
 * ``rate_limit`` (requests per second, sliding window per API key) answers 429 over it.
 * ``fail_rate`` makes that fraction of sends answer 500 or drop the connection unanswered.
+* ``schema`` (a JSON Schema, or the path of one) checks every email, sent alone or in a
+  batch, as a real API spends time on each; one that fails answers the dialect's 422
+  validation error. It needs the ``jsonschema`` package, imported only then.
 * With ``webhook_url`` and ``webhook_secret``, every accepted email is followed by signed
   delivery events of the dialect's provider, posted to that (loopback) URL from a
   background thread: delivered by default, and what ``bounced@``, ``soft-bounced@``,
@@ -22,7 +25,8 @@ Other processes (the demo, a Celery worker under test) read and steer it over HT
 ``POST /_sandbox/reset``, ``GET|POST /_sandbox/config``, ``GET /_sandbox/webhooks`` (the
 events posted) and ``GET /_sandbox/health``; these need no API key.
 
-Standard library only, and no Django: the server must start without settings.
+Standard library only (``jsonschema`` for the schema option alone), and no Django: the
+server must start without settings.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from os import PathLike
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -195,6 +201,57 @@ class _RateLimiter:
         return window.capacity, window.capacity - len(hits), reset
 
 
+# -- schema checks ------------------------------------------------------------------------
+
+
+class _SchemaCheck:
+    """Checks each email against a JSON Schema (``SandboxServer(schema=...)``).
+
+    ``jsonschema`` is imported here, and only here: the sandbox runs without it unless
+    a schema is asked for.
+    """
+
+    def __init__(self, schema: Mapping[str, Any] | str | PathLike[str]) -> None:
+        try:
+            import jsonschema
+        except ImportError:
+            raise ImportError(
+                "The sandbox's schema option needs the jsonschema package "
+                "(pip install jsonschema); the sandbox runs without it otherwise."
+            ) from None
+        if isinstance(schema, Mapping):
+            document: Any = dict(schema)
+            self.source = "<dict>"
+        else:
+            path = Path(schema)
+            try:
+                document = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"The schema file {path} is not JSON: {error}") from None
+            self.source = str(path)
+        if not isinstance(document, dict):
+            raise ValueError(f"The schema ({self.source}) must be a JSON object.")
+        cls = jsonschema.validators.validator_for(document)
+        try:
+            cls.check_schema(document)
+        except jsonschema.SchemaError as error:
+            raise ValueError(
+                f"The schema ({self.source}) is not a valid JSON Schema: {error.message}"
+            ) from None
+        self._validator = cls(document)
+        self._best_match = jsonschema.exceptions.best_match
+
+    def problem(self, payload: object) -> str | None:
+        """What is wrong with ``payload`` (one message, the most relevant), or None."""
+        error = self._best_match(self._validator.iter_errors(payload))
+        if error is None:
+            return None
+        where = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path
+        )
+        return f"`{where.lstrip('.') or '(the email)'}` does not match the schema: {error.message}"
+
+
 # -- the server --------------------------------------------------------------------------
 
 
@@ -224,6 +281,8 @@ class SandboxServer:
     ``fail_rate`` (0.0 to 1.0) can be changed while it runs, by attribute or through
     ``POST /_sandbox/config``. ``seed`` makes fault injection repeatable. With ``api_key``
     set, any other bearer key is refused with 403; without it, any key is accepted.
+    ``schema`` (a JSON Schema as a dict, or a path to one) checks every email the way a
+    real API validates what it receives; it needs ``jsonschema``.
     """
 
     def __init__(
@@ -240,8 +299,10 @@ class SandboxServer:
         verbose: bool = False,
         webhook_url: str | None = None,
         webhook_secret: str | None = None,
+        schema: Mapping[str, Any] | str | PathLike[str] | None = None,
     ) -> None:
         self.host = _loopback_host(host)
+        self._schema = _SchemaCheck(schema) if schema is not None else None
         self.port = port
         self.seed = seed
         self.api_key = api_key
@@ -550,7 +611,7 @@ class SandboxServer:
             return error.reply
 
     def _send_one(self, context: _SendContext, data: object) -> Reply:
-        payload = self.dialect.validate_email(data, in_batch=False)
+        payload = self._validate(data, in_batch=False)
         magic = _scan_magic(self.dialect.recipients(payload))
         self._sleep(magic.slow_ms)
         if magic.fail is not None:
@@ -568,7 +629,7 @@ class SandboxServer:
         magics: list[_Magic] = []
         for index, item in enumerate(items):
             try:
-                payload = dialect.validate_email(item, in_batch=True)
+                payload = self._validate(item, in_batch=True)
             except DialectError as error:
                 failed.append((index, error.reply))
                 continue
@@ -590,6 +651,15 @@ class SandboxServer:
         return dialect.batch_sent(email_ids, errors, permissive=permissive)
 
     # -- pieces -------------------------------------------------------------------------
+
+    def _validate(self, payload: object, *, in_batch: bool) -> dict[str, Any]:
+        """The dialect's own checks (its documented error codes), then the schema's."""
+        checked = self.dialect.validate_email(payload, in_batch=in_batch)
+        if self._schema is not None:
+            problem = self._schema.problem(payload)
+            if problem is not None:
+                raise DialectError(self.dialect.problem(Problem.INVALID_REQUEST, problem))
+        return checked
 
     def _roll_fault(self) -> str | None:
         if self.fail_rate <= 0:
@@ -960,6 +1030,7 @@ def run(
     provider: str = "resend",
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
+    schema: str | None = None,
 ) -> None:
     """Serve until Ctrl-C, announcing the URL in one line (the CLI and the command)."""
     sandbox = SandboxServer(
@@ -973,8 +1044,11 @@ def run(
         verbose=verbose,
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
+        schema=schema,
     ).start()
     announce(f"Sandbox provider ({sandbox.dialect.name}) listening on {sandbox.url}")
+    if schema is not None:
+        announce(f"Every email is checked against the schema in {schema}")
     if sandbox.webhook_url:
         announce(f"Delivery events go to {sandbox.webhook_url}")
     sandbox.serve_forever()

@@ -36,8 +36,9 @@ class Command(BaseCommand):
                 provider=options["provider"],
                 webhook_url=options["webhook_url"],
                 webhook_secret=options["webhook_secret"],
+                schema=options["schema"],
             )
-        except (ValueError, OSError) as error:
+        except (ValueError, OSError, ImportError) as error:
             raise CommandError(str(error)) from error
 
     def _announce(self, line: str) -> None:
