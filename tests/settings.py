@@ -171,7 +171,3 @@ LOGGING = {
     "handlers": {"null": {"class": "logging.NullHandler"}},
     "loggers": {"django_mailapi": {"handlers": ["null"], "propagate": True}},
 }
-
-# Django 6.1 warns (as an error under -W error) when urlize runs without choosing its
-# default scheme; the admin's error reference links URLs with it. Older versions ignore it.
-URLIZE_ASSUME_HTTPS = True

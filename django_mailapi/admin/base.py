@@ -25,7 +25,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.functional import cached_property
-from django.utils.html import format_html, urlize
+from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
@@ -58,6 +58,30 @@ def truncated(text: str, length: int) -> str:
 
 #: Text between backticks in a catalog's prose: a setting, a command, a value.
 _BACKTICKS = re.compile(r"`([^`]+)`")
+#: A web address in a catalog's prose, with or without its scheme ("resend.com/domains").
+#: Only the top-level domains the catalogs use, so a setting or "e.g." is never a link;
+#: not after "@", so an email address is never one either.
+_ADDRESS = re.compile(
+    r"(?<![\w@./-])((?:https?://)?(?:[a-z0-9-]+\.)+(?:com|dev|org|net|io)\b"
+    r"(?:/[^\s<>\"'`]*)?)",
+    re.IGNORECASE,
+)
+#: Punctuation that ends a sentence, not an address.
+_TRAILING = ".,;:)!?"
+
+
+def linked(text: str) -> SafeString:
+    """``text`` escaped, with its web addresses as links (https unless one says http)."""
+    html: list[str] = []
+    position = 0
+    for match in _ADDRESS.finditer(text):
+        address = match.group(1).rstrip(_TRAILING)
+        href = address if "://" in address else f"https://{address}"
+        html.append(escape(text[position : match.start()]))
+        html.append(format_html('<a href="{}" rel="nofollow">{}</a>', href, address))
+        position = match.start() + len(address)
+    html.append(escape(text[position:]))
+    return SafeString("".join(html))
 
 
 def rich_text(text: str) -> SafeString:
@@ -68,7 +92,7 @@ def rich_text(text: str) -> SafeString:
         if index % 2:
             html.append(format_html("<code>{}</code>", part))
         else:
-            html.append(urlize(part, nofollow=True, autoescape=True))
+            html.append(linked(part))
     return SafeString("".join(html))
 
 
