@@ -16,8 +16,9 @@ and parses the request; this module records the result):
   conditional ``UPDATE … WHERE email_id IS NULL``, so only one side applies it.
 - **Applied.** ``OutboundEmail.delivery_status`` is recomputed from all of the email's
   events (``delivery_status``: per recipient, never backwards; across recipients, the
-  worst wins) under a row lock held for those few statements, and a bounce, complaint,
-  failure or suppression writes a ``FailedSend`` with a local code.
+  worst wins) under a lock on the email's row, taken before the event is written and
+  held for those few statements, and a bounce, complaint, failure or suppression writes
+  a ``FailedSend`` with a local code.
 - **Suppressed.** A hard bounce, complaint or provider-side suppression adds its address
   to the suppression list (``suppression.record_event``, per ``SUPPRESS_ON``) in the same
   transaction: when the event is stored, and for a complaint, which needs the email's
@@ -153,8 +154,12 @@ def receive(provider: str, reports: Sequence[DeliveryReport], now: dt.datetime) 
             event.email_id, event.org = found
         try:
             with transaction.atomic(using=using):
+                # The email before the event (see _email_row), and the event before the
+                # rows it calls for.
+                email = _email_row(found[0], event.type, using) if found else None
                 event.save(using=using, force_insert=True)
-                email = _apply(event, using) if event.email_id else None
+                if email is not None:
+                    _apply(event, email, using)
                 suppression.record_event(event, using)
         except IntegrityError:
             if not _stored(provider, event.provider_event_id, using):
@@ -256,6 +261,7 @@ def _match(event: DeliveryEvent, found: tuple[int, str], using: str) -> Outbound
     """Tie an unmatched event to its email and apply it, unless the other side did."""
     email_id, org = found
     with transaction.atomic(using=using):
+        email = _email_row(email_id, event.type, using)  # the email first, as receive does
         won = (
             DeliveryEvent.objects.using(using)
             .filter(pk=event.pk, email__isnull=True)
@@ -265,21 +271,31 @@ def _match(event: DeliveryEvent, found: tuple[int, str], using: str) -> Outbound
             return None
         event.email_id, event.org = email_id, org
         suppression.record_event(event, using)
-        return _apply(event, using)
-
-
-def _apply(event: DeliveryEvent, using: str) -> OutboundEmail:
-    """The event's effect on its email; runs inside the event's transaction."""
-    email_id = event.email_id
-    assert email_id is not None, "only a matched event is applied"
-    emails = OutboundEmail.objects.using(using).defer("payload")
-    email: OutboundEmail
-    if event.type not in STATUS_OF_TYPE:
-        email = emails.get(pk=email_id)
+        _apply(event, email, using)
         return email
-    # The lock makes concurrent events of one email apply one after the other, each
-    # seeing the others' rows; it is held for these statements only.
-    email = emails.select_for_update().get(pk=email_id)
+
+
+def _email_row(email_id: int, kind: str, using: str) -> OutboundEmail:
+    """The email an event of type ``kind`` is applied to, locked if the event changes it.
+
+    The lock makes concurrent events of one email apply one after the other, each seeing
+    the others' rows. It is taken before the event is written, because MySQL and MariaDB
+    check a new row's foreign key (a shared lock on the email) before its unique key:
+    two events of one email written first and locked for update second each held the
+    email shared and asked for it exclusively, a deadlock, and a redelivered event waiting
+    for its first copy's key did the same. Locked first, they queue on the email instead.
+    """
+    emails = OutboundEmail.objects.using(using).defer("payload")
+    if kind in STATUS_OF_TYPE:
+        emails = emails.select_for_update()
+    email: OutboundEmail = emails.get(pk=email_id)
+    return email
+
+
+def _apply(event: DeliveryEvent, email: OutboundEmail, using: str) -> None:
+    """The event's effect on its email (from ``_email_row``, in the same transaction)."""
+    if event.type not in STATUS_OF_TYPE:
+        return
     seen = (
         DeliveryEvent.objects.using(using)
         .filter(email_id=email.pk, type__in=list(STATUS_OF_TYPE))
@@ -292,7 +308,6 @@ def _apply(event: DeliveryEvent, using: str) -> OutboundEmail:
     code = failure_code(event.type, event.details)
     if code is not None:
         _failure(event, email, code).save(using=using, force_insert=True)
-    return email
 
 
 def _failure(event: DeliveryEvent, email: OutboundEmail, code: str) -> FailedSend:

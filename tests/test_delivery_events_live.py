@@ -126,24 +126,12 @@ def test_events_from_the_sandbox_reach_a_running_server_and_end_each_email_where
         assert kinds == ["delivery_delayed", "delivered"]
 
 
-def test_the_same_event_posted_fifty_times_at_once_is_stored_once(live_server, settings, server_db):
-    settings.MAILAPI = {**settings.MAILAPI, "WEBHOOK_SECRET": SECRET}
-    email = OutboundEmail.objects.create(
-        org="acme",
-        provider="resend",
-        status=Status.SENT,
-        idempotency_key="k",
-        recipients="ann@example.org",
-        recipient_count=1,
-        provider_message_id="em-1",
-    )
-    body = body_of(resend_event("bounced", "em-1", bounce=bounce()))
-    headers = {**svix_headers(body), "Content-Type": "application/json"}
-    url = f"{live_server.url}/mailapi/webhooks/resend/"
-    start = threading.Barrier(50)
+def post_all_at_once(url: str, requests_to_make: list[tuple[bytes, dict[str, str]]]) -> list[int]:
+    """POST each (body, headers) from its own thread, all released together; the answers."""
+    start = threading.Barrier(len(requests_to_make))
     answers: list[int] = []
 
-    def post() -> None:
+    def post(body: bytes, headers: dict[str, str]) -> None:
         start.wait()
         # The test server's listen backlog (10) turns some of 50 simultaneous connections
         # away before Django sees them; like a provider, try those again.
@@ -155,15 +143,65 @@ def test_the_same_event_posted_fifty_times_at_once_is_stored_once(live_server, s
             answers.append(response.status_code)
             return
 
-    threads = [threading.Thread(target=post) for _ in range(50)]
+    threads = [threading.Thread(target=post, args=item) for item in requests_to_make]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return answers
+
+
+def sent_email() -> OutboundEmail:
+    return OutboundEmail.objects.create(
+        org="acme",
+        provider="resend",
+        status=Status.SENT,
+        idempotency_key="k",
+        recipients="ann@example.org",
+        recipient_count=1,
+        provider_message_id="em-1",
+    )
+
+
+def test_the_same_event_posted_fifty_times_at_once_is_stored_once(live_server, settings, server_db):
+    """Regression (MariaDB): InnoDB checks a new event's foreign key, a shared lock on its
+    email, before its unique key, so each copy held the email shared while it waited for
+    the first copy's key, and the first copy's lock on the email for update deadlocked
+    with them: some copies got a 500. The email is now locked before the event goes in."""
+    settings.MAILAPI = {**settings.MAILAPI, "WEBHOOK_SECRET": SECRET}
+    email = sent_email()
+    body = body_of(resend_event("bounced", "em-1", bounce=bounce()))
+    headers = {**svix_headers(body), "Content-Type": "application/json"}
+    url = f"{live_server.url}/mailapi/webhooks/resend/"
+
+    answers = post_all_at_once(url, [(body, headers)] * 50)
 
     assert answers == [200] * 50
     assert DeliveryEvent.objects.count() == 1
     assert FailedSend.objects.filter(email=email, error_code="hard_bounce").count() == 1
+    email.refresh_from_db()
+    assert email.delivery_status == DeliveryStatus.BOUNCED
+
+
+def test_fifty_different_events_of_one_email_at_once_are_each_stored_and_applied(
+    live_server, settings, server_db
+):
+    """Regression (MariaDB): two events of one email, inserted at once, each held the
+    email shared by their foreign keys, then each asked to lock it for update: a deadlock,
+    and a 500 for one of them."""
+    settings.MAILAPI = {**settings.MAILAPI, "WEBHOOK_SECRET": SECRET}
+    email = sent_email()
+    posts = []
+    for n in range(50):
+        extra = {"bounce": bounce()} if n % 5 == 0 else {}
+        body = body_of(resend_event("bounced" if n % 5 == 0 else "delivered", "em-1", **extra))
+        posts.append((body, {**svix_headers(body), "Content-Type": "application/json"}))
+
+    answers = post_all_at_once(f"{live_server.url}/mailapi/webhooks/resend/", posts)
+
+    assert answers == [200] * 50
+    assert DeliveryEvent.objects.filter(email=email).count() == 50
+    assert FailedSend.objects.filter(email=email, error_code="hard_bounce").count() == 10
     email.refresh_from_db()
     assert email.delivery_status == DeliveryStatus.BOUNCED
 
