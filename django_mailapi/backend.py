@@ -416,7 +416,7 @@ class EmailBackend(BaseEmailBackend):
                 for (org, part), (_message, send_at, original) in zip(chunk, mine, strict=True)
             ]
             with transaction.atomic(using=using):
-                sql.insert(OutboundEmail, rows)
+                sql.insert(OutboundEmail, rows, key="idempotency_key")
                 signals.message_queued.send(sender=OutboundEmail, emails=rows)
                 transaction.on_commit(functools.partial(_publish, rows, conf, now), using=using)
             for row, (message, _send_at, _original) in zip(rows, mine, strict=True):

@@ -5,7 +5,9 @@
   task's chunk (at most ``backend.TASK_SIZE`` rows, 1,000; 100 where emails go alone).
 - ``message_sent(sender=OutboundEmail, email=OutboundEmail)``: the API accepted it.
 - ``send_failed(sender=OutboundEmail, email=OutboundEmail, failure=FailedSend)``: an
-  attempt failed; ``failure.will_retry`` says whether another attempt is planned.
+  attempt failed; ``failure.will_retry`` says whether another attempt is planned. The
+  failures are stored in one multi-row INSERT, so on MySQL (not MariaDB 10.5+), which
+  returns no keys from one, ``failure.pk`` is None; its fields are all there.
 - ``quota_exceeded(sender=OutboundEmail, email=OutboundEmail, org=str, code=str)``: an
   org was over its daily or monthly quota (ours or the provider's).
 - ``delivery_event(sender=DeliveryEvent, event=DeliveryEvent, email=OutboundEmail | None)``:

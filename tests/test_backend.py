@@ -350,6 +350,35 @@ def test_fail_silently_keeps_a_failed_row_instead_of_dropping():
     assert OutboundEmail.objects.filter(status=Status.QUEUED).count() == 1
 
 
+def test_emails_queued_where_bulk_inserts_return_no_keys_still_know_their_ids(monkeypatch):
+    """MySQL 8 returns no keys from a multi-row INSERT, so bulk_create leaves pk at None;
+    the backend reads them back by idempotency key. Before, a refused message's failure
+    record had no email to point at (bulk_create refused it) and a queued message's
+    ``mailapi_id`` and task carried None. (On PostgreSQL the queued rows go in by COPY
+    and draw their keys first, so there only the refused one takes this path.)"""
+    from django.db import connection
+
+    monkeypatch.setattr(type(connection.features), "can_return_rows_from_bulk_insert", False)
+    queued: list[OutboundEmail] = []
+
+    def on_queued(emails, **kwargs):
+        queued.extend(emails)
+
+    signals.message_queued.connect(on_queued)
+    try:
+        bad = EmailMessage("s", "b", "a@example.com", ["not-an-address"])
+        good = EmailMessage("s", "b", "a@example.com", ["ok@example.com"])
+        assert EmailBackend(fail_silently=True).send_messages([bad, good]) == 1
+    finally:
+        signals.message_queued.disconnect(on_queued)
+
+    failed = OutboundEmail.objects.get(status=Status.FAILED)
+    assert FailedSend.objects.get(email=failed).error_code == "invalid_recipient"
+    stored = OutboundEmail.objects.get(status=Status.QUEUED)
+    assert good.mailapi_id == stored.pk
+    assert [row.pk for row in queued] == [stored.pk]
+
+
 def test_unsupported_alternative_names_the_feature_and_provider():
     msg = EmailMultiAlternatives("s", "b", "a@example.com", ["b@example.com"])
     msg.attach_alternative("BEGIN:VCALENDAR", "text/calendar")

@@ -46,7 +46,7 @@ def test_the_test_database_takes_the_one_statement_forms():
 
 def test_insert_sets_keys_and_stores_every_value_as_written():
     rows = new_rows(3)
-    sql.insert(OutboundEmail, rows)
+    sql.insert(OutboundEmail, rows, key="idempotency_key")
 
     assert all(row.pk for row in rows)
     assert not any(row._state.adding for row in rows)
@@ -65,20 +65,34 @@ def test_insert_sets_keys_and_stores_every_value_as_written():
 
 def test_insert_draws_keys_the_orm_can_continue_from():
     rows = new_rows(2)
-    sql.insert(OutboundEmail, rows)
+    sql.insert(OutboundEmail, rows, key="idempotency_key")
     later = make_email(status=Status.QUEUED)
     assert later.pk > max(row.pk for row in rows)
 
 
 def test_insert_of_nothing_is_no_statement(django_assert_num_queries):
     with django_assert_num_queries(0):
-        sql.insert(OutboundEmail, [])
+        sql.insert(OutboundEmail, [], key="idempotency_key")
+
+
+def test_bulk_insert_reads_the_keys_back_where_the_database_returns_none(monkeypatch):
+    # MySQL 8 returns no keys from a multi-row INSERT (MariaDB 10.5+ does, with
+    # RETURNING): bulk_create leaves pk at None there. Simulated here on any database.
+    monkeypatch.setattr(type(connection.features), "can_return_rows_from_bulk_insert", False)
+    monkeypatch.setattr(sql, "CHUNK", 2)  # the read-back in two queries for three rows
+    rows = new_rows(3)
+    sql.bulk_insert(OutboundEmail, rows, key="idempotency_key", using="default")
+
+    stored = dict(OutboundEmail.objects.values_list("idempotency_key", "pk"))
+    assert {row.idempotency_key: row.pk for row in rows} == stored
+    assert all(row.pk for row in rows)
+    assert not any(row._state.adding for row in rows)
 
 
 def test_update_each_sets_one_value_per_row_and_shared_values_on_all(monkeypatch):
     monkeypatch.setattr(sql, "CHUNK", 2)  # three statements for five rows
     rows = new_rows(5)
-    sql.insert(OutboundEmail, rows)
+    sql.insert(OutboundEmail, rows, key="idempotency_key")
     now = timezone.now()
     day = dt.date(2026, 11, 22)
     ids = {
@@ -104,7 +118,7 @@ def test_update_each_sets_one_value_per_row_and_shared_values_on_all(monkeypatch
 
 def test_update_each_changes_only_rows_that_still_meet_the_fence():
     rows = new_rows(3)
-    sql.insert(OutboundEmail, rows)
+    sql.insert(OutboundEmail, rows, key="idempotency_key")
     OutboundEmail.objects.filter(pk=rows[0].pk).update(lease_token="mine")
     OutboundEmail.objects.filter(pk=rows[1].pk).update(lease_token="theirs")
 
@@ -126,7 +140,7 @@ def test_update_returning_changes_only_matching_rows_and_returns_them(monkeypatc
         pytest.skip("UPDATE … RETURNING: PostgreSQL's and SQLite's, not MySQL's")
     monkeypatch.setattr(sql, "CHUNK", 2)
     rows = new_rows(5)
-    sql.insert(OutboundEmail, rows)
+    sql.insert(OutboundEmail, rows, key="idempotency_key")
     OutboundEmail.objects.filter(pk=rows[1].pk).update(status=Status.SENT)
     later = timezone.now() + dt.timedelta(minutes=5)
 

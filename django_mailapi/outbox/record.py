@@ -335,7 +335,9 @@ def record_rejected(rejected: Iterable[tuple[OutboundEmail, MailapiError]]) -> N
     pairs = list(rejected)
     using = router.db_for_write(OutboundEmail)
     with transaction.atomic(using=using):
-        rows = OutboundEmail.objects.using(using).bulk_create([row for row, _ in pairs])
+        rows = [row for row, _ in pairs]
+        # Keys read back where the database returns none (MySQL): the failures need them.
+        sql.bulk_insert(OutboundEmail, rows, key="idempotency_key", using=using)
         FailedSend.objects.using(using).bulk_create(
             FailedSend(
                 email=row,
