@@ -271,6 +271,12 @@ class OutboundEmail(models.Model):
                 condition=models.Q(provider_message_id__gt=""),
                 name="mailapi_email_message_id",
             ),
+            # The admin's "scheduled" filter: the few emails that have a send_at.
+            models.Index(
+                fields=["send_at"],
+                condition=models.Q(send_at__isnull=False),
+                name="mailapi_email_send_at",
+            ),
             models.Index(
                 fields=["delivery_status", "-created_at"],
                 condition=models.Q(delivery_status__gt=""),

@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.db import connection
 from django.db.models import QuerySet
 from django.test import RequestFactory
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from django_mailapi.models import FailedSend, OutboundEmail
@@ -28,9 +29,12 @@ def searched(model: type, term: str) -> QuerySet[Any]:
 
 
 def plan(queryset: QuerySet[Any]) -> str:
+    return explain(*queryset.query.sql_with_params())
+
+
+def explain(sql: str, params: Any = None) -> str:
     """PostgreSQL's plan with sequential and plain index scans priced out of reach, so
     what is left is what an index can serve by the search condition itself."""
-    sql, params = queryset.query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute("SET enable_seqscan = off")
         cursor.execute("SET enable_indexscan = off")
@@ -54,13 +58,21 @@ def test_email_search_by_recipient_reads_the_trigram_indexes(postgres):
     assert "Seq Scan on django_mailapi_outboundemail" not in found, found
 
 
-def test_failed_send_search_finds_the_emails_first_with_their_indexes(postgres):
-    failed_email("invalid_attachment", 422, to="dana@umbrella.test")
+def test_failed_send_search_finds_the_emails_first_then_their_failures_by_index(postgres):
+    # Regression: with the admin's default search, or an OR over a subquery, PostgreSQL
+    # read every failed send and hash-joined the outbox: 2 s on a million rows.
+    email = failed_email("invalid_attachment", 422, to="dana@umbrella.test")
+    failed_email("application_error", 500, to="other@example.org")
 
-    found = plan(searched(FailedSend, "dana@umb"))
+    with CaptureQueriesContext(connection) as captured:
+        found = list(searched(FailedSend, "dana@umb").order_by("-created_at", "-id")[:100])
 
-    assert "mailapi_email_recipients_trgm" in found, found
-    assert "Seq Scan on django_mailapi_outboundemail" not in found, found
+    assert [f.email_id for f in found] == [email.pk]
+    emails_sql, failures_sql = (q["sql"] for q in captured)
+    assert "mailapi_email_recipients_trgm" in explain(emails_sql)
+    failures_plan = explain(failures_sql)
+    assert "Seq Scan" not in failures_plan, failures_plan
+    assert "outboundemail" not in failures_sql  # no join, no subquery: ids and codes
 
 
 @pytest.mark.parametrize(
@@ -84,3 +96,26 @@ def test_failed_send_search_matches_addresses_subjects_and_codes(admin_client, t
 
     assert codes == expected
     assert admin_client.get(FAILURES, {"q": term}).status_code == 200
+
+
+@pytest.mark.parametrize("choice", ["any", "ahead"])
+def test_scheduled_filter_reads_the_send_at_index(postgres, admin_client, choice):
+    # Regression: "has a send_at" read the whole outbox (255 ms at a million emails).
+    from django.utils import timezone
+
+    from django_mailapi.models import Status
+
+    make_email(status=Status.QUEUED, send_at=timezone.now() + timezone.timedelta(hours=1))
+    make_email()
+    url = reverse("admin:django_mailapi_outboundemail_changelist")
+
+    with CaptureQueriesContext(connection) as captured:
+        assert admin_client.get(url, {"scheduled": choice}).status_code == 200
+
+    statements = [q["sql"] for q in captured if '"send_at" ' in q["sql"]]
+    assert len(statements) == 2  # the count and the rows
+    for sql in statements:
+        found = explain(sql)
+        assert "Seq Scan" not in found, found
+    if choice == "any":
+        assert "mailapi_email_send_at" in found, found

@@ -37,6 +37,9 @@ class ErrorCodeFilter(ValuesFilter):
     parameter_name = field = "error_code"
 
 
+#: A search looks at the failures of this many matching emails at most, the newest.
+SEARCH_EMAILS_LIMIT = 10_000
+
 #: The HTTP status filter offers the statuses of this many most recent failed sends.
 STATUS_SAMPLE = 1000
 
@@ -127,20 +130,22 @@ class FailedSendAdmin(ReadOnlyAdmin):
         """Failures of the emails whose recipients or subject hold the term, or of that code.
 
         The emails are found first, in their own table (the trigram indexes serve it on
-        PostgreSQL), then their failures by the email index: the admin's default would
-        join every failed send to its email and test each pair. The term is searched
-        whole, not word by word."""
+        PostgreSQL), the newest SEARCH_EMAILS_LIMIT of them at most; then their failures
+        and those of the matching codes in one statement that indexes serve (failed sends
+        by email, and by code). The admin's default would join every failed send to its
+        email and test each pair: 2 s on a million rows. The term is searched whole, not
+        word by word; a code matches by any part of a code the catalogs know, or whole.
+        """
         term = search_term.strip()
         if not term:
             return queryset, False
         emails = OutboundEmail.objects.using(queryset.db).filter(
             Q(recipients__icontains=term) | Q(subject__icontains=term)
         )
-        # Codes by the catalogs (any part of a code, or a code no catalog knows, whole),
-        # looked up with the error_code index.
+        ids = list(emails.order_by("-pk").values_list("pk", flat=True)[:SEARCH_EMAILS_LIMIT])
         lowered = term.lower()
         codes = {lowered} | {e.code for e in errors.all_entries() if lowered in e.code}
-        return queryset.filter(Q(email__in=emails.values("pk")) | Q(error_code__in=codes)), False
+        return queryset.filter(Q(email_id__in=ids) | Q(error_code__in=codes)), False
 
     @admin.display(description="time (UTC)", ordering="created_at")
     def created_short(self, obj: FailedSend) -> str:

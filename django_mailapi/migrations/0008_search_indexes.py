@@ -1,4 +1,7 @@
-"""Trigram indexes for the admin's search by recipient and subject (PostgreSQL only).
+"""Indexes for the admin at scale: search by recipient and subject, and scheduled emails.
+
+The partial index on ``send_at`` serves the email list's "scheduled" filter (few emails
+have one). The rest of this docstring is about the search.
 
 The admin searches with ``icontains``, which PostgreSQL runs as
 ``UPPER(column) LIKE UPPER('%term%')``; a B-tree cannot serve that, so on a table of a
@@ -19,7 +22,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import DatabaseError, migrations, transaction
+from django.db import DatabaseError, migrations, models, transaction
 
 logger = logging.getLogger("django_mailapi")
 
@@ -70,4 +73,14 @@ def drop(apps: Any, schema_editor: Any) -> None:
 class Migration(migrations.Migration):
     dependencies = [("django_mailapi", "0007_suppressions")]
 
-    operations = [migrations.RunPython(create, drop, elidable=False)]
+    operations = [
+        migrations.RunPython(create, drop, elidable=False),
+        migrations.AddIndex(
+            model_name="outboundemail",
+            index=models.Index(
+                condition=models.Q(("send_at__isnull", False)),
+                fields=["send_at"],
+                name="mailapi_email_send_at",
+            ),
+        ),
+    ]
