@@ -366,12 +366,14 @@ class EmailBackend(BaseEmailBackend):
         checker = get_provider(
             provider_class, api_key="", base_url=conf.BASE_URL, timeout=conf.TIMEOUT
         )
+        # Read once per call, not once per message (each read merges settings.MAILAPI).
+        override = conf.OVERRIDE_RECIPIENTS
         for message in email_messages:
             message.mailapi_id = None  # type: ignore[attr-defined]
             try:
                 org = resolve_org(message, conf)
                 send_at = send_at_of(message, now)
-                original, payloads = self._parts(message, checker, conf.OVERRIDE_RECIPIENTS)
+                original, payloads = self._parts(message, checker, override)
                 # One row per part: APIs that take one recipient per call (Emitlo) split.
                 parts.extend((org, part) for part in payloads)
                 extras.extend((message, send_at, original) for _ in payloads)

@@ -8,13 +8,16 @@ they are adapted exactly as ``QuerySet.update()`` would adapt them.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from django.conf import settings
 from django.db import connections, router, transaction
 from django.db.models import (
     BigIntegerField,
     CharField,
+    DateTimeField,
     Field,
     IntegerField,
     Model,
@@ -72,10 +75,20 @@ def _saver(field: Field[Any, Any], connection: Any) -> Callable[[Any], Any]:
     """``field.get_db_prep_save`` for ``connection``, skipped where it would change nothing.
 
     A plain ``str`` for a CharField or an ``int`` for an IntegerField (the exact classes,
-    not subclasses) goes to the driver as it is, like ``None``; anything else takes the
-    field's own path. Writing thousands of values, the skipped calls are most of the cost.
+    not subclasses) goes to the driver as it is, like ``None``; so, on PostgreSQL with
+    USE_TZ, does an aware ``datetime`` (or ``None``) for a DateTimeField, which Django
+    passes through unchanged there. Anything else takes the field's own path. Writing
+    thousands of values, the skipped calls are most of the cost.
     """
     prep = field.get_db_prep_save
+    if type(field) is DateTimeField and connection.vendor == "postgresql" and settings.USE_TZ:
+
+        def save_datetime(value: Any) -> Any:
+            if value is None or (type(value) is dt.datetime and value.utcoffset() is not None):
+                return value
+            return prep(value, connection)  # naive: Django warns and makes it aware
+
+        return save_datetime
     kind = _UNCHANGED.get(type(field))
     if kind is None:
         return lambda value: prep(value, connection)
