@@ -84,7 +84,9 @@ def _delete_in_batches(queryset: QuerySet[Any], batch_size: int) -> dict[str, in
             return deleted
         after = ids[-1]
         with transaction.atomic(using=using):
-            _total, per_model = queryset.filter(pk__in=ids).delete()
+            # Only the ids: the collector reads the rows it deletes, and needs no more of
+            # them to cascade to failed sends and detach delivery events.
+            _total, per_model = queryset.filter(pk__in=ids).only("pk").delete()
         for label, count in per_model.items():
             deleted[label] = deleted.get(label, 0) + count
 
