@@ -84,7 +84,7 @@ def settled(ids: list[int]) -> bool:
 
 
 def test_every_resend_error_of_the_seed_is_recorded_with_its_action(
-    settings, sandbox, postgres, retry_once_worker, retry_once_queue, admin_client
+    settings, sandbox, server_db, retry_once_worker, retry_once_queue, admin_client
 ):
     settings.EMAIL_BACKEND = "django_mailapi.backend.EmailBackend"  # pytest-django sets locmem
     settings.MAILAPI = {**settings.MAILAPI, "QUEUE": retry_once_queue, "MAX_RETRIES": 1}

@@ -8,7 +8,7 @@ now" and "cancel" and change an org's daily limit. Requests go over real HTTP to
 sandbox with its real idempotency store; the test decides each request's fate
 (``ScriptedResend``): accepted, rejected (422), rate limited (429), a 5xx before the API
 was reached, a timeout before it, or a timeout after the API accepted the email(s).
-PostgreSQL holds the outbox.
+A database server (PostgreSQL, or MariaDB in `make test-mysql`) holds the outbox.
 
 After every step these hold:
 
@@ -685,7 +685,7 @@ class SendMachine(RuleBasedStateMachine):
 
 @pytest.fixture
 def scripted(
-    postgres: None, sandbox: SandboxServer, settings: Any, monkeypatch: pytest.MonkeyPatch
+    server_db: None, sandbox: SandboxServer, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[SandboxServer]:
     """The model's settings, ScriptedResend, and no task ever published."""
     settings.MAILAPI = {

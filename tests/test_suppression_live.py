@@ -1,4 +1,4 @@
-"""The suppression list end to end, on PostgreSQL with a real Celery worker.
+"""The suppression list end to end, on PostgreSQL or MariaDB with a real Celery worker.
 
 send_mail -> a real worker -> the sandbox, which reports a hard bounce with a signed
 webhook to a running Django server (pytest-django's live_server) -> the address is
@@ -31,7 +31,7 @@ BOUNCED = "bounced@example.org"
 
 
 @pytest.fixture
-def live(worker_env, tmp_path_factory, live_server, settings, postgres) -> Iterator[Any]:
+def live(worker_env, tmp_path_factory, live_server, settings, server_db) -> Iterator[Any]:
     """A Resend sandbox whose events reach the live server, and a worker sending to it."""
     with provider_worker("resend", worker_env, tmp_path_factory.mktemp("suppress")) as (
         sandbox,
