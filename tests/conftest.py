@@ -17,7 +17,6 @@ import pytest
 from django_mailapi.sandbox import SandboxServer
 from tests.celeryapp import app as celery_app  # noqa: F401  (the current app in tests)
 from tests.helpers import FIGURES, ROOT, Worker, database_url, service_missing
-from tests.helpers import wait_for as wait_for  # for test files that still import it from here
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

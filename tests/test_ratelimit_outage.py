@@ -23,7 +23,7 @@ from django.core import mail
 
 from django_mailapi import outbox, ratelimit
 from django_mailapi.models import FailedSend, OutboundEmail, Status
-from tests.conftest import service_missing, wait_for
+from tests.helpers import service_missing, wait_for
 
 pytestmark = pytest.mark.django_db
 

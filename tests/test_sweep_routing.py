@@ -25,8 +25,8 @@ from celery.beat import Scheduler
 from django.utils import timezone
 
 from django_mailapi.models import OutboundEmail, Status
-from tests.conftest import ROOT, wait_for
 from tests.factories import make_email
+from tests.helpers import ROOT, wait_for
 
 pytestmark = pytest.mark.services
 
