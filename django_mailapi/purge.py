@@ -7,7 +7,10 @@ What goes, for ``older_than`` days (the cutoff is now minus that many days):
 - FailedSend rows created before the cutoff whose email is ``sent``, ``cancelled`` or
   ``failed``. A failed email itself is kept (someone may still retry it; it keeps its last
   error code); cancel it to have it purged;
-- UsageCounter rows whose period ended before the cutoff's UTC day.
+- UsageCounter rows whose period ended before the cutoff's UTC day;
+- delivery events: those of the emails deleted (the foreign key cascades), and events
+  that never found their email, received before the cutoff (the email they name was
+  never sent from here, or was purged before they came).
 
 Emails that are ``queued``, ``sending`` or ``deferred`` and their failures are never
 touched. Rows go in batches of ``batch_size`` ids per DELETE so no statement holds locks
@@ -25,7 +28,7 @@ from django.db import router, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from .models import FailedSend, OutboundEmail, Period, Status, UsageCounter
+from .models import DeliveryEvent, FailedSend, OutboundEmail, Period, Status, UsageCounter
 from .quota import day_start, month_start
 
 #: Emails that are done with and may be deleted once old enough.
@@ -39,6 +42,7 @@ class PurgeCounts:
     emails: int
     failed_sends: int
     usage_counters: int
+    delivery_events: int = 0
 
 
 def cutoff_for(older_than_days: int, now: dt.datetime | None = None) -> dt.datetime:
@@ -54,6 +58,11 @@ def old_emails(cutoff: dt.datetime) -> QuerySet[OutboundEmail]:
 def old_failures(cutoff: dt.datetime) -> QuerySet[FailedSend]:
     """Failures that outlive the emails purged with them: old, of a settled email."""
     return FailedSend.objects.filter(created_at__lt=cutoff, email__status__in=SETTLED)
+
+
+def old_unmatched_events(cutoff: dt.datetime) -> QuerySet[DeliveryEvent]:
+    """Events that found no email and were received before the cutoff."""
+    return DeliveryEvent.objects.filter(email__isnull=True, received_at__lt=cutoff)
 
 
 def old_counters(cutoff: dt.datetime) -> QuerySet[UsageCounter]:
@@ -85,7 +94,8 @@ def _delete_in_batches(queryset: QuerySet[Any], batch_size: int) -> dict[str, in
         after = ids[-1]
         with transaction.atomic(using=using):
             # Only the ids: the collector reads the rows it deletes, and needs no more of
-            # them to cascade to failed sends and detach delivery events.
+            # them to cascade (to failed sends and delivery events, and from those to
+            # the suppressions that name an event, which are kept without it).
             _total, per_model = queryset.filter(pk__in=ids).only("pk").delete()
         for label, count in per_model.items():
             deleted[label] = deleted.get(label, 0) + count
@@ -101,16 +111,20 @@ def purge(
     """Delete what is older than ``older_than_days`` (see the module docstring)."""
     cutoff = cutoff_for(older_than_days, now)
     emails, failures, counters = old_emails(cutoff), old_failures(cutoff), old_counters(cutoff)
+    unmatched = old_unmatched_events(cutoff)
     if dry_run:
         cascaded = FailedSend.objects.filter(email__in=emails).count()
         standalone = failures.exclude(email__in=emails).count()
-        return PurgeCounts(emails.count(), cascaded + standalone, counters.count())
+        events = DeliveryEvent.objects.filter(email__in=emails).count() + unmatched.count()
+        return PurgeCounts(emails.count(), cascaded + standalone, counters.count(), events)
     by_email = _delete_in_batches(emails, batch_size)
     by_failure = _delete_in_batches(failures, batch_size)
     by_counter = _delete_in_batches(counters, batch_size)
-    failed_label = FailedSend._meta.label
+    by_event = _delete_in_batches(unmatched, batch_size)
+    failed_label, event_label = FailedSend._meta.label, DeliveryEvent._meta.label
     return PurgeCounts(
         emails=by_email.get(OutboundEmail._meta.label, 0),
         failed_sends=by_email.get(failed_label, 0) + by_failure.get(failed_label, 0),
         usage_counters=by_counter.get(UsageCounter._meta.label, 0),
+        delivery_events=by_email.get(event_label, 0) + by_event.get(event_label, 0),
     )

@@ -14,7 +14,15 @@ import time_machine
 from django.core.management import CommandError, call_command
 
 from django_mailapi import quota
-from django_mailapi.models import FailedSend, OrgQuota, OutboundEmail, Status, UsageCounter
+from django_mailapi.models import (
+    DeliveryEvent,
+    FailedSend,
+    OrgQuota,
+    OutboundEmail,
+    Status,
+    Suppression,
+    UsageCounter,
+)
 from tests.helpers import ROOT, database_url
 
 pytestmark = pytest.mark.django_db
@@ -239,7 +247,27 @@ def purge_data():
         UsageCounter.objects.create(org=org, period="day", period_start=start)
     for start in ["2024-03-01", "2024-04-01", "2024-05-01"]:
         UsageCounter.objects.create(org="acme", period="month", period_start=start)
+    # Delivery events: of a purged email (goes with it, while the suppression it caused
+    # stays), of a kept one, and two that found no email, 40 days and 1 day old.
+    bounce = event("e-gone", gone[0], days=31)
+    Suppression.objects.create(address="gone@example.org", reason="hard_bounce", event=bounce)
+    event("e-kept", kept[0], days=10)
+    event("e-orphan-old", None, days=40)
+    event("e-orphan-new", None, days=1)
     return kept, gone
+
+
+def event(event_id: str, email: OutboundEmail | None, days: int) -> DeliveryEvent:
+    when = NOW - dt.timedelta(days=days)
+    return DeliveryEvent.objects.create(
+        email=email,
+        provider="resend",
+        provider_event_id=event_id,
+        provider_message_id=f"m-{event_id}",
+        type="bounced",
+        occurred_at=when,
+        received_at=when,
+    )
 
 
 def test_purge_dry_run_prints_the_counts_and_deletes_nothing(purge_data):
@@ -250,12 +278,14 @@ def test_purge_dry_run_prints_the_counts_and_deletes_nothing(purge_data):
         "emails: 3 would be deleted\n"
         "failed sends: 4 would be deleted\n"
         "usage counters: 2 would be deleted\n"
+        "delivery events: 2 would be deleted\n"
         "Dry run: nothing was deleted.\n"
     )
     assert err == ""
     assert OutboundEmail.objects.count() == 9
     assert FailedSend.objects.count() == 8
     assert UsageCounter.objects.count() == 6
+    assert DeliveryEvent.objects.count() == 4
 
 
 def test_purge_deletes_old_finished_emails_failures_and_counters_in_batches(purge_data):
@@ -266,6 +296,13 @@ def test_purge_deletes_old_finished_emails_failures_and_counters_in_batches(purg
         counts = purge(30, batch_size=1)  # one id per DELETE: the batching loop is exercised
 
     assert (counts.emails, counts.failed_sends, counts.usage_counters) == (3, 4, 2)
+    assert counts.delivery_events == 2
+    assert sorted(DeliveryEvent.objects.values_list("provider_event_id", flat=True)) == [
+        "e-kept",
+        "e-orphan-new",
+    ]
+    # The suppression outlives the event that caused it.
+    assert Suppression.objects.get().event is None
     assert set(OutboundEmail.objects.values_list("pk", flat=True)) == {e.pk for e in kept}
     assert FailedSend.objects.filter(email__status=Status.FAILED).count() == 0
     assert FailedSend.objects.count() == 4  # sent 10 days ago: 1, queued: 1, deferred: 2
@@ -283,8 +320,14 @@ def test_purge_command_prints_what_it_deleted(purge_data):
         out, _ = run("mailapi_purge", "--older-than", "30")
         again, _ = run("mailapi_purge", "--older-than", "30")
 
-    assert out == "emails: 3 deleted\nfailed sends: 4 deleted\nusage counters: 2 deleted\n"
-    assert again == "emails: 0 deleted\nfailed sends: 0 deleted\nusage counters: 0 deleted\n"
+    assert out == (
+        "emails: 3 deleted\nfailed sends: 4 deleted\nusage counters: 2 deleted\n"
+        "delivery events: 2 deleted\n"
+    )
+    assert again == (
+        "emails: 0 deleted\nfailed sends: 0 deleted\nusage counters: 0 deleted\n"
+        "delivery events: 0 deleted\n"
+    )
 
 
 @pytest.mark.parametrize("value", ["-1", "soon"])

@@ -248,7 +248,10 @@ def test_commands_that_write_use_the_routed_database(routed):
 
     assert set_quota == "acme: daily limit 5, monthly limit unlimited, paused\n"
     assert retried == "Re-queued 1 email.\n"
-    assert purged == "emails: 1 deleted\nfailed sends: 0 deleted\nusage counters: 1 deleted\n"
+    assert purged == (
+        "emails: 1 deleted\nfailed sends: 0 deleted\nusage counters: 1 deleted\n"
+        "delivery events: 0 deleted\n"
+    )
     assert swept == "Dispatched 1 email(s).\n"
     assert OrgQuota.objects.using(routed).get().paused is True
     assert OutboundEmail.objects.using(routed).get(pk=failed.pk).status == Status.QUEUED

@@ -15,7 +15,8 @@ from django_mailapi.purge import purge
 class Command(MailapiCommand):
     help = (
         "Delete sent and cancelled emails (with their failed sends), failed sends of "
-        "settled emails, and usage counters of periods that ended, all older than DAYS. "
+        "settled emails, usage counters of periods that ended, and delivery events that "
+        "found no email, all older than DAYS. "
         "Queued, sending and deferred emails are never deleted."
     )
 
@@ -37,5 +38,6 @@ class Command(MailapiCommand):
         self.stdout.write(f"emails: {counts.emails} {verb}")
         self.stdout.write(f"failed sends: {counts.failed_sends} {verb}")
         self.stdout.write(f"usage counters: {counts.usage_counters} {verb}")
+        self.stdout.write(f"delivery events: {counts.delivery_events} {verb}")
         if options["dry_run"]:
             self.stdout.write("Dry run: nothing was deleted.")
