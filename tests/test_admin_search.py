@@ -119,3 +119,27 @@ def test_scheduled_filter_reads_the_send_at_index(postgres, admin_client, choice
         assert "Seq Scan" not in found, found
     if choice == "any":
         assert "mailapi_email_send_at" in found, found
+
+
+def test_delivery_event_search_by_recipient_reads_the_trigram_index(postgres, admin_client):
+    from django.utils import timezone
+
+    from django_mailapi.models import DeliveryEvent
+
+    for n, recipient in enumerate(["dana@umbrella.test", "ann@example.org"]):
+        DeliveryEvent.objects.create(
+            provider="resend",
+            provider_event_id=f"e{n}",
+            type="bounced",
+            recipient=recipient,
+            occurred_at=timezone.now(),
+        )
+    url = reverse("admin:django_mailapi_deliveryevent_changelist")
+
+    page = admin_client.get(url, {"q": "DANA@umb"}).content.decode()
+    queryset = searched(DeliveryEvent, "dana@umb")
+
+    assert "dana@umbrella.test" in page and "ann@example.org" not in page
+    assert list(queryset.values_list("recipient", flat=True)) == ["dana@umbrella.test"]
+    found = plan(queryset)
+    assert "mailapi_event_recipient_trgm" in found, found

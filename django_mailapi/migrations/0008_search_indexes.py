@@ -3,7 +3,8 @@
 The partial index on ``send_at`` serves the email list's "scheduled" filter (few emails
 have one). The rest of this docstring is about the search.
 
-The admin searches with ``icontains``, which PostgreSQL runs as
+The admin searches emails (recipients, subject) and delivery events (recipient) with
+``icontains``, which PostgreSQL runs as
 ``UPPER(column) LIKE UPPER('%term%')``; a B-tree cannot serve that, so on a table of a
 million emails each search read the whole table. A GIN index of ``UPPER(column)`` with
 ``gin_trgm_ops`` (the ``pg_trgm`` extension) serves it for terms of three characters or
@@ -26,17 +27,20 @@ from django.db import DatabaseError, migrations, models, transaction
 
 logger = logging.getLogger("django_mailapi")
 
-#: (index name, column of the outbox).
+#: (index name, model, column).
 TRIGRAM_INDEXES = (
-    ("mailapi_email_recipients_trgm", "recipients"),
-    ("mailapi_email_subject_trgm", "subject"),
+    ("mailapi_email_recipients_trgm", "OutboundEmail", "recipients"),
+    ("mailapi_email_subject_trgm", "OutboundEmail", "subject"),
+    ("mailapi_event_recipient_trgm", "DeliveryEvent", "recipient"),
 )
 
 
-def statements(table: str) -> list[str]:
+def statements(apps: Any) -> list[str]:
     return [
-        f"CREATE INDEX IF NOT EXISTS {name} ON {table} USING gin (UPPER({column}) gin_trgm_ops)"
-        for name, column in TRIGRAM_INDEXES
+        f"CREATE INDEX IF NOT EXISTS {name} ON "
+        f"{apps.get_model('django_mailapi', model)._meta.db_table} "
+        f"USING gin (UPPER({column}) gin_trgm_ops)"
+        for name, model, column in TRIGRAM_INDEXES
     ]
 
 
@@ -44,7 +48,6 @@ def create(apps: Any, schema_editor: Any) -> None:
     connection = schema_editor.connection
     if connection.vendor != "postgresql":
         return
-    table = apps.get_model("django_mailapi", "OutboundEmail")._meta.db_table
     with connection.cursor() as cursor:
         try:
             with transaction.atomic(using=connection.alias):
@@ -52,13 +55,13 @@ def create(apps: Any, schema_editor: Any) -> None:
         except DatabaseError as exc:
             logger.warning(
                 "django_mailapi: the pg_trgm extension could not be created (%s), so the "
-                "admin's search by recipient and subject scans the outbox. To index it, "
+                "admin's search by recipient and subject scans its tables. To index it, "
                 "run as a superuser: CREATE EXTENSION pg_trgm; %s;",
                 exc,
-                "; ".join(statements(table)),
+                "; ".join(statements(apps)),
             )
             return
-        for sql in statements(table):
+        for sql in statements(apps):
             cursor.execute(sql)
 
 
@@ -66,7 +69,7 @@ def drop(apps: Any, schema_editor: Any) -> None:
     if schema_editor.connection.vendor != "postgresql":
         return
     with schema_editor.connection.cursor() as cursor:
-        for name, _column in TRIGRAM_INDEXES:
+        for name, _model, _column in TRIGRAM_INDEXES:
             cursor.execute(f"DROP INDEX IF EXISTS {name}")
 
 

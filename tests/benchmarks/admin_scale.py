@@ -343,6 +343,45 @@ def explain(sql: str) -> str:
         return "\n".join(row[0] for row in cursor.fetchall())
 
 
+def print_summary(results: list[Measured]) -> None:
+    """One row per list page (Markdown, as the README shows it): the unfiltered list,
+    its slowest filter, the recipient search, page 2 and a change page, p50 in ms."""
+
+    def kind(label: str) -> str:
+        if "/change/" in label:
+            return "change"
+        if "?q=user" in label:
+            return "search"
+        if "?p=2" in label:
+            return "page2"
+        if "?q=" in label:
+            return "search_none"
+        return "filter" if "?" in label else "list"
+
+    print("\n| page | unfiltered | slowest filter | recipient search | page 2 | change page |")
+    print("|---|---:|---|---:|---:|---:|")
+    by_page: dict[str, dict[str, list[Measured]]] = {}
+    for result in results:
+        if result.label.startswith("/admin/"):
+            by_page.setdefault(result.page, {}).setdefault(kind(result.label), []).append(result)
+    for page, kinds in by_page.items():
+
+        def ms(name: str) -> str:
+            found = kinds.get(name)
+            return f"{max(r.p50 for r in found):.0f}" if found else "-"
+
+        filters = kinds.get("filter", [])
+        worst = max(filters, key=lambda r: r.p50, default=None)
+        slowest = f"{worst.p50:.0f} (`{worst.label.split('?', 1)[1]}`)" if worst else "-"
+        print(
+            f"| {page} | {ms('list')} | {slowest} | {ms('search')} | {ms('page2')} | "
+            f"{ms('change')} |"
+        )
+    for result in results:
+        if not result.label.startswith("/admin/"):
+            print(f"| {result.label} | {result.p50:.0f} | | | | |")
+
+
 def measure_purge() -> None:
     """mailapi_purge on every finished email: rows, time, and the longest batch.
 
@@ -459,6 +498,7 @@ def main() -> None:
         print(result.slowest["sql"][:1500])
         print(explain(result.slowest["sql"]))
 
+    print_summary(results)
     slow = sorted(results, key=lambda r: r.p50, reverse=True)[:5]
     print("\nSlowest pages (p50): " + "; ".join(f"{r.label} {r.p50:.0f} ms" for r in slow))
     if args.purge:
