@@ -406,10 +406,11 @@ def measure_purge() -> None:
     began = time.perf_counter()
     counts = purge.purge(0)
     took = time.perf_counter() - began
-    rows = counts.emails + counts.failed_sends + counts.usage_counters
+    rows = counts.emails + counts.failed_sends + counts.usage_counters + counts.delivery_events
     print(
         f"\nmailapi_purge --older-than 0: {rows:,} rows ({counts.emails:,} emails, "
-        f"{counts.failed_sends:,} failed sends, {counts.usage_counters:,} counters) in "
+        f"{counts.failed_sends:,} failed sends, {counts.delivery_events:,} delivery events, "
+        f"{counts.usage_counters:,} counters) in "
         f"{took:.1f} s, {len(holds):,} batches; longest batch {max(holds) * 1000:.0f} ms, "
         f"median {statistics.median(holds) * 1000:.0f} ms"
     )
