@@ -143,3 +143,20 @@ def test_delivery_event_search_by_recipient_reads_the_trigram_index(postgres, ad
     assert list(queryset.values_list("recipient", flat=True)) == ["dana@umbrella.test"]
     found = plan(queryset)
     assert "mailapi_event_recipient_trgm" in found, found
+
+
+def test_failed_send_search_says_when_it_looked_at_only_the_newest_emails(
+    admin_client, monkeypatch
+):
+    from django_mailapi.admin import failures
+
+    monkeypatch.setattr(failures, "SEARCH_EMAILS_LIMIT", 2)
+    for n in range(3):
+        failed_email("invalid_attachment", 422, to=f"user{n}@many.test")
+
+    page = admin_client.get(FAILURES, {"q": "@many.test"}).content.decode()
+
+    assert "More than 2 emails match; these are the failures of the newest 2." in page
+    assert "user2@many.test" in page and "user1@many.test" in page
+    assert "user0@many.test" not in page
+    assert "More than" not in admin_client.get(FAILURES, {"q": "user0@"}).content.decode()

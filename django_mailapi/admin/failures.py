@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Q, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -142,7 +142,14 @@ class FailedSendAdmin(ReadOnlyAdmin):
         emails = OutboundEmail.objects.using(queryset.db).filter(
             Q(recipients__icontains=term) | Q(subject__icontains=term)
         )
-        ids = list(emails.order_by("-pk").values_list("pk", flat=True)[:SEARCH_EMAILS_LIMIT])
+        ids = list(emails.order_by("-pk").values_list("pk", flat=True)[: SEARCH_EMAILS_LIMIT + 1])
+        if len(ids) > SEARCH_EMAILS_LIMIT:
+            ids = ids[:SEARCH_EMAILS_LIMIT]
+            messages.info(
+                request,
+                f"More than {SEARCH_EMAILS_LIMIT:,} emails match; these are the failures "
+                f"of the newest {SEARCH_EMAILS_LIMIT:,}. Narrow the search or filter by org.",
+            )
         lowered = term.lower()
         codes = {lowered} | {e.code for e in errors.all_entries() if lowered in e.code}
         return queryset.filter(Q(email_id__in=ids) | Q(error_code__in=codes)), False
