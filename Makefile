@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-compat test-mysql lint typecheck check bench bench-scale clean
+.PHONY: demo test test-compat test-sqlite test-mysql lint typecheck check bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ test-compat:
 	.venv-dj61/bin/python -m pip install --quiet -e '.[dev]' 'django>=6.1,<6.2'
 	.venv-dj61/bin/python -m pytest $(COMPAT_ARGS)
 
+# The whole suite on SQLite (Django 5.2), as a development setup or a small site runs it:
+# what needs a database server (concurrent workers, worker processes) skips, saying so.
+test-sqlite: $(STAMP)
+	rm -f .sqlite-test.db
+	DATABASE_URL=sqlite:///$(CURDIR)/.sqlite-test.db $(PY) -m pytest -q $(PYTEST_ARGS)
+
 # The whole suite on MariaDB or MySQL (the `mysql` extra, and a server at MYSQL_URL; the
 # database is created if missing and the suite's own is test_<name>), after the system
 # checks and the migrations check against that server.
@@ -80,4 +86,4 @@ bench-scale: $(STAMP)
 	$(PY) tests/benchmarks/admin_scale.py $(SCALE_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-dj42 .venv-dj61 .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .coverage example_project/var
+	rm -rf $(VENV) .venv-dj42 .venv-dj61 .sqlite-test.db .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .coverage example_project/var
