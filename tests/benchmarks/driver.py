@@ -78,13 +78,14 @@ def deliver(n: int, run: str, timeout: float, warmup: bool) -> dict[str, Any]:
     if warmup:
         warm_up(session, run)
     messages = django_messages(run, n)
-    start = time.monotonic()
+    start, cpu = time.monotonic(), time.process_time()
     get_connection().send_messages(messages)
-    enqueued = time.monotonic()
+    enqueued, cpu = time.monotonic(), time.process_time() - cpu
     count, done = wait_for(session, n, start + timeout)
     return {
         "emails": n,
         "enqueue_s": enqueued - start,
+        "enqueue_cpu_s": cpu,
         "delivered": count,
         "seconds": None if done is None else done - start,
         "stopped_after_s": None if done is not None else time.monotonic() - start,

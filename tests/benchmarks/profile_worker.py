@@ -67,9 +67,16 @@ def fresh_rows(tag: str, n: int) -> list[int]:
     return list(OutboundEmail.objects.order_by("pk").values_list("pk", flat=True))
 
 
+#: ``--new-connection-per-call``: close the database connection before each call, as a
+#: worker without a pool (CONN_MAX_AGE 0) starts each task on a new one.
+NEW_CONNECTION = False
+
+
 def process_all(ids: list[int]) -> Counter[str]:
     outcomes: Counter[str] = Counter()
     for first in range(0, len(ids), backend.TASK_SIZE):
+        if NEW_CONNECTION:
+            connection.close()
         outcomes.update(outbox.process(ids[first : first + backend.TASK_SIZE]))
     return outcomes
 
@@ -155,7 +162,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, required=True)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--new-connection-per-call",
+        action="store_true",
+        help="A new database connection for each process() call (no pool, CONN_MAX_AGE 0).",
+    )
     args = parser.parse_args()
+    global NEW_CONNECTION
+    NEW_CONNECTION = args.new_connection_per_call
     if settings.MAILAPI["BATCH_SIZE"] != args.batch_size:
         sys.exit("set BENCH_BATCH_SIZE to --batch-size (run.py does)")
 
@@ -180,7 +194,8 @@ def main() -> None:
     other = wall - sum(tally.seconds.values())
     lines = [
         f"outbox.process for {args.n} queued emails, BATCH_SIZE={args.batch_size}, "
-        f"{backend.TASK_SIZE} ids per call, in one process (no Celery), against the sandbox",
+        f"{backend.TASK_SIZE} ids per call, in one process (no Celery), against the sandbox"
+        + (", a new database connection per call" if NEW_CONNECTION else ""),
         f"outcomes {dict(outcomes)}; the sandbox received {delivered}",
         "",
         f"Wall clock without profiler: {wall:.2f} s ({args.n / wall:.0f} emails/s)",

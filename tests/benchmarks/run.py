@@ -6,7 +6,9 @@ Everything runs on this machine, in one go, against the same services:
   ``mailapi_bench`` (BENCH_DATABASE_NAME) is dropped and created for each run;
 * Redis at REDIS_URL (default redis://127.0.0.1:6379/14), flushed before each scenario;
 * the sandbox provider (a fresh ``SandboxServer`` on loopback per scenario);
-* real ``celery worker`` processes: one, solo pool, same Celery settings for both sides.
+* real ``celery worker`` processes, the same Celery settings for both sides: one solo
+  process each in most rows, and Celery's defaults (prefork, one child per CPU) in the
+  "Celery defaults" rows, whose sandbox checks every email against Resend's schema.
 
 The peer lives in its own virtualenv (tests/benchmarks/.peer-venv, built on first use):
 it is not a dependency of django-mailapi. Results: a table on stdout,
@@ -27,6 +29,7 @@ import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -68,6 +71,9 @@ SANDBOX_RATE = 5.0  # requests per second the sandbox allows in the rate-limited
 PEER_LIMITED_STOP = 120.0  # seconds after which the rate-limited peer is stopped
 DELIVER_TIMEOUT = 300.0  # bound on any other delivery scenario
 SUPPRESSED = 10_000  # rows in the suppression list for the "suppressed" scenario
+#: What the sandbox checks every email against in the "Celery defaults" rows, as a real
+#: API validates what it receives (the sandbox imports jsonschema only for this).
+RESEND_SCHEMA = ROOT / "tests" / "fixtures" / "resend_send_email_request.schema.json"
 
 
 def sandbox_nodelay(on: bool) -> None:
@@ -305,9 +311,13 @@ def outbox_counts(services: Services) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def worker(python: Path, env: dict[str, str], name: str) -> Iterator[None]:
-    """A real ``celery worker`` (solo pool) for the duration of the block."""
+def worker(
+    python: Path, env: dict[str, str], name: str, *, defaults: bool = False
+) -> Iterator[None]:
+    """A real ``celery worker`` for the duration of the block: one solo process, or with
+    ``defaults`` Celery's own choice (prefork, as many children as CPUs: no -P, no -c)."""
     log = RESULTS / f"worker-{name}.log"
+    pool = [] if defaults else ["-P", "solo"]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
@@ -317,8 +327,7 @@ def worker(python: Path, env: dict[str, str], name: str) -> Iterator[None]:
                 "-A",
                 "tests.benchmarks.celeryapp",
                 "worker",
-                "-P",
-                "solo",
+                *pool,
                 "-Q",
                 QUEUE,
                 "-n",
@@ -338,6 +347,7 @@ def worker(python: Path, env: dict[str, str], name: str) -> Iterator[None]:
     _children.append(proc)
     try:
         deadline = time.monotonic() + 60
+        # "ready." is logged once every prefork child is up.
         while "ready." not in log.read_text(errors="replace"):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"celery worker did not start:\n{log.read_text()[-2000:]}")
@@ -455,18 +465,24 @@ def deliver_scenario(
     timeout: float = DELIVER_TIMEOUT,
     pool: bool = True,
     suppressed: int = 0,
+    celery_defaults: bool = False,
     **mailapi: Any,
 ) -> Result:
+    """``celery_defaults``: the worker on Celery's defaults (prefork, one child per CPU),
+    our side without a connection pool, and a sandbox that checks each email's schema."""
     clean_slate(services)
     if suppressed:
         seed_suppressions(services, suppressed)
     settle(services)
-    with SandboxServer(port=0, rate_limit=sandbox_rate) as sandbox:
+    schema = RESEND_SCHEMA if celery_defaults else None
+    if celery_defaults:
+        pool = False
+    with SandboxServer(port=0, rate_limit=sandbox_rate, schema=schema) as sandbox:
         if side == "ours":
             python, env = OURS_PYTHON, ours_env(services, sandbox, pool=pool, **mailapi)
         else:
             python, env = PEER_PYTHON, peer_env(services, sandbox)
-        with worker(python, env, key):
+        with worker(python, env, key, defaults=celery_defaults):
             out = driver(python, env, "deliver", n, timeout)
         stats = sandbox.stats
         dups = duplicates(sandbox)
@@ -488,13 +504,15 @@ def deliver_scenario(
         outbox=outbox_counts(services) if side == "ours" else None,
         note=note,
         extra=({"mailapi": mailapi} if mailapi else {})
-        | ({} if pool else {"db_pool": False})
-        | ({"suppressed_addresses": suppressed} if suppressed else {}),
+        | ({} if pool or side != "ours" else {"db_pool": False})
+        | ({"suppressed_addresses": suppressed} if suppressed else {})
+        | ({"celery_defaults": True, "sandbox_schema": RESEND_SCHEMA.name} if schema else {})
+        | ({"errors_by_status": stats["errors_by_status"]} if stats["errors_by_status"] else {}),
     )
 
 
-def raw_scenario(services: Services, batch: int) -> Result:
-    with SandboxServer(port=0) as sandbox:
+def raw_scenario(services: Services, batch: int, *, schema: bool = False) -> Result:
+    with SandboxServer(port=0, schema=RESEND_SCHEMA if schema else None) as sandbox:
         out = run_json(
             [
                 str(OURS_PYTHON),
@@ -512,22 +530,30 @@ def raw_scenario(services: Services, batch: int) -> Result:
         accepted, stats = sandbox.stats["accepted"], sandbox.stats
     what = "POST /emails, one per email" if batch == 1 else f"POST /emails/batch of {batch}"
     return Result(
-        key=f"raw-{'single' if batch == 1 else f'batch{batch}'}",
-        label=f"raw ceiling: requests.Session, {what}",
-        group="e2e",
+        key=f"raw-{'defaults-' if schema else ''}{'single' if batch == 1 else f'batch{batch}'}",
+        label=f"{'defaults: ' if schema else ''}raw ceiling: requests.Session, {what}",
+        group="defaults" if schema else "e2e",
         side="raw",
         emails=N,
         delivered=int(accepted),
         seconds=out["seconds"],
         requests=int(stats["requests"]),
         rate_limited=int(stats["rate_limited"]),
-        note="one process, no Django, no database, no broker",
+        note="one process, no Django, no database, no broker"
+        + (", sandbox checking the schema" if schema else ""),
+        extra={"sandbox_schema": RESEND_SCHEMA.name} if schema else {},
     )
 
 
-def profile_scenario(services: Services, batch_size: int) -> dict[str, Any]:
+def profile_scenario(
+    services: Services, batch_size: int, *, defaults: bool = False
+) -> dict[str, Any]:
+    """``defaults``: as in the Celery-defaults rows, no connection pool (a new database
+    connection per call, as a worker with CONN_MAX_AGE 0 opens one per task) and a
+    sandbox that checks each email's schema."""
     clean_slate(services)
-    with SandboxServer(port=0) as sandbox:
+    name = "profile-defaults.txt" if defaults else f"profile-batch{batch_size}.txt"
+    with SandboxServer(port=0, schema=RESEND_SCHEMA if defaults else None) as sandbox:
         out = run_json(
             [
                 str(OURS_PYTHON),
@@ -537,12 +563,13 @@ def profile_scenario(services: Services, batch_size: int) -> dict[str, Any]:
                 "--n",
                 str(N),
                 "--out",
-                str(RESULTS / f"profile-batch{batch_size}.txt"),
+                str(RESULTS / name),
+                *(["--new-connection-per-call"] if defaults else []),
             ],
-            ours_env(services, sandbox, BATCH_SIZE=batch_size),
+            ours_env(services, sandbox, pool=not defaults, BATCH_SIZE=batch_size),
             DELIVER_TIMEOUT * 2,
         )
-    return out
+    return out | ({"defaults": True} if defaults else {})
 
 
 def suppression_check_scenario(
@@ -565,6 +592,118 @@ def suppression_check_scenario(
             ours_env(services, sandbox, BATCH_SIZE=100),
             DELIVER_TIMEOUT * 2,
         )
+
+
+# --- where the CPU goes ---------------------------------------------------------------------
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int | str) -> float | None:
+    """User + system CPU seconds of a live process, from /proc (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid:
+                    pids.append(int(entry.name))
+    return pids
+
+
+class _BackendWatch:
+    """CPU of the PostgreSQL backends serving ``db_name``, sampled every 10 ms from
+    /proc (only when the server runs on this machine): a backend's last few ms before it
+    exits are missed, so the figure is a floor."""
+
+    def __init__(self, services: Services) -> None:
+        self.db_name = services.db_name
+        self.postmaster: int | None = None
+        with psycopg.connect(services.db_url(), autocommit=True) as conn:
+            row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            status = Path(f"/proc/{row[0] if row else 0}/status").read_text()
+            self.postmaster = int(status.split("PPid:")[1].split()[0])
+        self.seen: dict[str, tuple[float, float]] = {}
+        self.own = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        start = time.thread_time()
+        needle = f" {self.db_name} ".encode()
+        children = Path(f"/proc/{self.postmaster}/task/{self.postmaster}/children")
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):
+                for pid in children.read_text().split():
+                    with contextlib.suppress(OSError):
+                        if needle in Path(f"/proc/{pid}/cmdline").read_bytes():
+                            cpu = _cpu_seconds(pid)
+                            if cpu is not None:
+                                self.seen[pid] = (self.seen.get(pid, (cpu, cpu))[0], cpu)
+            self.own = time.thread_time() - start
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> _BackendWatch:
+        if self.postmaster is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    @property
+    def seconds(self) -> float | None:
+        if self.postmaster is None:
+            return None
+        return sum(last - first for first, last in self.seen.values())
+
+
+def cpu_scenario(services: Services, side: str, rounds: int = 3) -> dict[str, Any]:
+    """Where the CPU of one end-to-end run in the Celery-defaults setting goes: the
+    enqueueing process (``send_messages`` alone), the worker (main process and its
+    children), the sandbox (this process, less the sampling thread) and PostgreSQL's
+    backends. Untimed runs of their own, after the table's, since sampling costs CPU."""
+    runs = []
+    for _ in range(rounds):
+        clean_slate(services)
+        settle(services)
+        with SandboxServer(port=0, schema=RESEND_SCHEMA) as sandbox:
+            if side == "ours":
+                python, env = OURS_PYTHON, ours_env(services, sandbox, pool=False, BATCH_SIZE=100)
+            else:
+                python, env = PEER_PYTHON, peer_env(services, sandbox)
+            with worker(python, env, f"cpu-{side}", defaults=True):
+                pids = _group_pids(_children[-1].pid)
+                before = {pid: _cpu_seconds(pid) or 0.0 for pid in pids}
+                with _BackendWatch(services) as backends:
+                    mine = time.process_time()
+                    out = driver(python, env, "deliver", N)
+                    mine = time.process_time() - mine - backends.own
+                after = {pid: _cpu_seconds(pid) or 0.0 for pid in pids}
+        runs.append(
+            {
+                "seconds": out["seconds"],
+                "enqueue_cpu_s": out.get("enqueue_cpu_s"),
+                "worker_cpu_s": sum(after[pid] - before[pid] for pid in pids),
+                "sandbox_cpu_s": mine,
+                "postgresql_cpu_s": backends.seconds,
+            }
+        )
+    summary: dict[str, Any] = {"side": side, "runs": runs}
+    for name in runs[0]:
+        values = sorted(r[name] for r in runs if r[name] is not None)
+        summary[name] = round(values[(len(values) - 1) // 2], 3) if values else None
+    return summary
 
 
 # --- report --------------------------------------------------------------------------------
@@ -633,6 +772,12 @@ def targets(results: list[Result]) -> list[dict[str, Any]]:
 
     return [
         suppression_cost(),
+        check(
+            "Celery defaults (prefork, no DB pool), schema-checking sandbox: end-to-end >= 5x "
+            "the peer",
+            "defaults-ours",
+            5,
+        ),
         check("batching on: end-to-end >= 5x the peer, no rate limit", "e2e-ours-batch100", 5),
         check("5 req/s limit: >= 50x the peer's emails/s (RATE_LIMIT=5)", "limited-ours-rl5", 50),
         check("5 req/s limit: >= 50x the peer's emails/s (no RATE_LIMIT)", "limited-ours", 50),
@@ -704,6 +849,14 @@ def main() -> None:
         default=5,
         help="Runs of each scenario but the rate-limited ones, in interleaved rounds; "
         "the table shows each one's median (default 5).",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="Run only the scenarios whose title (as printed) contains TEXT; repeatable. "
+        "For trying a change: a full run is what the README quotes.",
     )
     args = parser.parse_args()
     N, N_LIMITED = args.emails, args.limited_emails
@@ -792,6 +945,40 @@ def main() -> None:
             ),
             ("raw ceiling: one POST per email", lambda: raw_scenario(services, 1)),
             ("raw ceiling: batches of 100", lambda: raw_scenario(services, 100)),
+            # Both sides on Celery's defaults, against a sandbox that checks every email.
+            (
+                "Celery defaults, end to end 2,000: ours, BATCH_SIZE=100",
+                lambda: deliver_scenario(
+                    services,
+                    key="defaults-ours",
+                    label="defaults: ours, BATCH_SIZE=100, no DB pool",
+                    group="defaults",
+                    side="ours",
+                    n=N,
+                    celery_defaults=True,
+                    BATCH_SIZE=100,
+                ),
+            ),
+            (
+                "Celery defaults, end to end 2,000: peer",
+                lambda: deliver_scenario(
+                    services,
+                    key="defaults-peer",
+                    label="defaults: peer, django-celery-email + anymail",
+                    group="defaults",
+                    side="peer",
+                    n=N,
+                    celery_defaults=True,
+                ),
+            ),
+            (
+                "Celery defaults, raw ceiling: one POST per email, schema checked",
+                lambda: raw_scenario(services, 1, schema=True),
+            ),
+            (
+                "Celery defaults, raw ceiling: batches of 100, schema checked",
+                lambda: raw_scenario(services, 100, schema=True),
+            ),
         ]
         # The rate-limited scenarios run once: the peer's takes two minutes.
         once: list[tuple[str, Any]] = []
@@ -838,6 +1025,9 @@ def main() -> None:
                     ),
                 ),
             ]
+        if args.only:
+            plan = [entry for entry in plan if any(text in entry[0] for text in args.only)]
+            once = [entry for entry in once if any(text in entry[0] for text in args.only)]
         # The others run --repeat times, in rounds that interleave them, so a slow minute
         # on a shared machine lands on both sides.
         runs: dict[str, list[Result]] = {title: [] for title, _ in plan}
@@ -856,6 +1046,14 @@ def main() -> None:
                 say(f"  profile: outbox.process in one process, BATCH_SIZE={batch_size} ...")
                 profiles.append(profile_scenario(services, batch_size))
                 say(f"    {profiles[-1]['file']}")
+            say("  profile: as in the Celery-defaults rows (no pool, schema-checking sandbox) ...")
+            profiles.append(profile_scenario(services, 100, defaults=True))
+            say(f"    {profiles[-1]['file']}")
+        cpu: list[dict[str, Any]] = []
+        if not args.skip_profile and any(title.startswith("Celery defaults") for title, _ in plan):
+            for side in ("ours", "peer"):
+                say(f"  CPU per process, Celery defaults, end to end: {side} (3 untimed runs) ...")
+                cpu.append(cpu_scenario(services, side))
         check: dict[str, Any] | None = None
         if not args.skip_profile and args.suppressed:
             say(f"  the suppression check in one process, {args.suppressed:,} rows ...")
@@ -877,7 +1075,11 @@ def main() -> None:
             "emails_rate_limited": N_LIMITED,
             "sandbox_rate_limit": SANDBOX_RATE,
             "peer_stopped_after_s": PEER_LIMITED_STOP,
-            "worker": "celery worker -P solo, one process, for each side",
+            "worker": "celery worker -P solo, one process, for each side; in the defaults "
+            "rows celery worker with no -P or -c (prefork, one child per CPU) for each side",
+            "defaults_rows": "both sides on Celery's defaults, ours without a DB pool "
+            "(CONN_MAX_AGE 0), the sandbox checking every email against "
+            f"{RESEND_SCHEMA.name}",
             "repeat": rounds,
             "ours_db_pool": "Django's connection pool (Django 5.1+), but for the no-pool row",
             "sandbox_tcp_nodelay": not args.sandbox_as_shipped,
@@ -885,6 +1087,7 @@ def main() -> None:
         "results": [{**asdict(r), "emails_per_s": r.emails_per_s} for r in results],
         "targets": targets(results),
         "profiles": profiles,
+        "cpu_defaults": cpu,
         "suppression_check": check,
     }
     (RESULTS / args.output).write_text(json.dumps(report, indent=2) + "\n")
@@ -902,8 +1105,17 @@ def main() -> None:
     for profile in profiles:
         seconds = profile["seconds"]
         say(
-            f"  profile BATCH_SIZE={profile['batch_size']}: {profile['wall_s']:.2f} s in process, "
+            f"  profile BATCH_SIZE={profile['batch_size']}"
+            f"{' (defaults)' if profile.get('defaults') else ''}: "
+            f"{profile['wall_s']:.2f} s in process, "
             + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items())
+        )
+    for item in cpu:
+        say(
+            f"  CPU, Celery defaults, {item['side']} (median of {len(item['runs'])} untimed runs, "
+            f"{item['seconds']} s each): enqueue {item['enqueue_cpu_s']} s, worker "
+            f"{item['worker_cpu_s']} s, sandbox {item['sandbox_cpu_s']} s, PostgreSQL "
+            f"{item['postgresql_cpu_s']} s"
         )
     if check:
         say(
