@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,health]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -46,7 +46,7 @@ test-compat:
 	.venv-dj42/bin/python -m pytest $(COMPAT_ARGS)
 	@test -n "$(PY312)" || { echo "Python 3.12 not found: cannot test Django 6.1"; exit 1; }
 	$(PY312) -m venv .venv-dj61
-	.venv-dj61/bin/python -m pip install --quiet -e '.[dev]' 'django>=6.1,<6.2'
+	.venv-dj61/bin/python -m pip install --quiet -e '.[dev,health]' 'django>=6.1,<6.2'
 	.venv-dj61/bin/python -m pytest $(COMPAT_ARGS)
 
 # The whole suite on SQLite (Django 5.2), as a development setup or a small site runs it:
@@ -62,7 +62,7 @@ MYSQL_URL ?= mysql://root@127.0.0.1:3306/mailapi_test
 MYSQL_STAMP := $(VENV)/.installed-mysql
 
 $(MYSQL_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,mysql]'
+	$(PY) -m pip install --quiet -e '.[dev,health,mysql]'
 	touch $(MYSQL_STAMP)
 
 test-mysql: $(MYSQL_STAMP)
