@@ -71,9 +71,7 @@ class BrowsableQuerySet(models.QuerySet[_M]):
             f" WHERE found.value IS NOT NULL"
             f") SELECT value FROM found WHERE value IS NOT NULL LIMIT %s"
         )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [limit])
-            return [str(row[0]) for row in cursor.fetchall()]
+        return self._walk(sql, limit)
 
     def distinct_values_after(self, lead: str, field: str, limit: int) -> list[str]:
         """The distinct values of ``field`` where an index leads with ``lead`` then ``field``.
@@ -106,7 +104,11 @@ class BrowsableQuerySet(models.QuerySet[_M]):
             f") SELECT DISTINCT value FROM (SELECT value FROM found LIMIT %s) walked"
             f" ORDER BY value"
         )
-        with connection.cursor() as cursor:
+        return self._walk(sql, limit)
+
+    def _walk(self, sql: str, limit: int) -> list[str]:
+        """Run a loose index scan (one column of values) bounded by ``limit``."""
+        with connections[self.db].cursor() as cursor:
             cursor.execute(sql, [limit])
             return [str(row[0]) for row in cursor.fetchall()]
 
