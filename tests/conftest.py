@@ -16,7 +16,7 @@ import pytest
 
 from django_mailapi.sandbox import SandboxServer
 from tests.celeryapp import app as celery_app  # noqa: F401  (the current app in tests)
-from tests.helpers import FIGURES, ROOT, Worker, database_url, service_missing
+from tests.helpers import FIGURES, ROOT, Published, Worker, database_url, service_missing
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -129,6 +129,16 @@ def celery_worker(worker_env: dict[str, str], tmp_path_factory: Any) -> Iterator
     worker = Worker(worker_env, tmp_path_factory.mktemp("worker") / "worker.log").start()
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def unpublished(monkeypatch: pytest.MonkeyPatch) -> Published:
+    """No send task reaches the broker: the test is the only worker of its rows."""
+    import django_mailapi.dispatch
+
+    kept = Published()
+    monkeypatch.setattr(django_mailapi.dispatch, "_send_task", lambda: kept)
+    return kept
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -31,6 +31,22 @@ REQUIRE_SERVICES = os.environ.get("MAILAPI_REQUIRE_SERVICES") == "1"
 FIGURES: list[tuple[str, dict[str, Any]]] = []
 
 
+class Published:
+    """Stands in for the send task: the ids that would have been published, kept here.
+
+    A test that commits for real (``transaction=True``) and drives the outbox itself
+    uses it (the ``unpublished`` fixture), so that the session's Celery worker, started
+    by an earlier test and consuming the same queue, cannot claim some of its rows
+    between its own steps.
+    """
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+
+    def apply_async(self, args: list[list[int]], **options: Any) -> None:
+        self.ids.extend(args[0])
+
+
 def service_missing(what: str) -> None:
     """Skip, or fail when MAILAPI_REQUIRE_SERVICES=1 (as in CI)."""
     if REQUIRE_SERVICES:

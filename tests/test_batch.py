@@ -182,14 +182,10 @@ def test_an_email_bigger_than_the_limit_fails_instead_of_waiting_forever(sandbox
 
 @pytest.mark.django_db(transaction=True)
 def test_a_row_another_worker_is_claiming_is_skipped_not_waited_for(
-    sandbox, monkeypatch, server_db
+    sandbox, server_db, unpublished
 ):
-    # SKIP LOCKED: PostgreSQL, MariaDB 10.6 and later, MySQL 8.
-    from django_mailapi import backend
-
-    # Committed for real here, so keep the tasks off the broker: a worker another test
-    # started could otherwise send these first. This test is the only worker.
-    monkeypatch.setattr(backend, "dispatch", lambda ids, conf, size=0: 0)
+    # SKIP LOCKED: PostgreSQL, MariaDB 10.6 and later, MySQL 8. Committed for real
+    # here, so no task goes to the broker (``unpublished``): this test is the only worker.
     rows = send_each("a@example.com", "b@example.com", "c@example.com")
     with other_session() as other:
         # Another worker is between its read and its UPDATE of row b.

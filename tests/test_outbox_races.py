@@ -222,7 +222,27 @@ def test_retry_now_requeues_a_batch_in_doubt_whole_and_keeps_its_key(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_batch_is_claimed_whole_or_not_at_all(sandbox, conf, server_db):
+def test_a_committed_test_publishes_no_task_the_session_worker_could_take(
+    sandbox, server_db, unpublished, redis_url, settings
+):
+    """The rows of a test that commits and drives the outbox itself stay its own.
+
+    Without ``unpublished``, send_messages' on-commit task went to the queue the
+    session's worker consumes; that worker once claimed one email of the batch below
+    while the test claimed the other two, and the test saw two batch keys (CI on
+    MariaDB, 2026-12-02).
+    """
+    import redis
+
+    broker = redis.Redis.from_url(redis_url)
+    before = broker.llen(settings.MAILAPI["QUEUE"])
+    rows = queue("a@example.com", "b@example.com")
+    assert unpublished.ids == [r.pk for r in rows]
+    assert broker.llen(settings.MAILAPI["QUEUE"]) == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_is_claimed_whole_or_not_at_all(sandbox, conf, server_db, unpublished):
     """A member locked by another claim (SKIP LOCKED) holds back its whole batch."""
     rows = timed_out_batch(sandbox, conf)
     later = timezone.now() + dt.timedelta(minutes=5)

@@ -90,7 +90,7 @@ from django_mailapi.models import (
 from django_mailapi.providers.base import ApiRequest, ApiResponse
 from django_mailapi.providers.resend import ResendProvider
 from django_mailapi.sandbox import SandboxServer
-from tests.helpers import FIGURES
+from tests.helpers import FIGURES, Published
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
 
@@ -161,17 +161,6 @@ class ScriptedResend(ResendProvider):
             if outcome == ACCEPTED:
                 return response
         raise _ERRORS[outcome]()
-
-
-class Published:
-    """Stands in for the Celery task: what would have been published, kept here, so no
-    worker anywhere takes these rows (the model is the only worker)."""
-
-    def __init__(self) -> None:
-        self.ids: list[int] = []
-
-    def apply_async(self, args: list[list[int]], **options: Any) -> None:
-        self.ids.extend(args[0])
 
 
 PUBLISHED = Published()
