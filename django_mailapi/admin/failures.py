@@ -139,9 +139,7 @@ class FailedSendAdmin(ReadOnlyAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        emails = OutboundEmail.objects.using(queryset.db).filter(
-            Q(recipients__icontains=term) | Q(subject__icontains=term)
-        )
+        emails = OutboundEmail.objects.using(queryset.db).search(term)
         ids = list(emails.order_by("-pk").values_list("pk", flat=True)[: SEARCH_EMAILS_LIMIT + 1])
         if len(ids) > SEARCH_EMAILS_LIMIT:
             ids = ids[:SEARCH_EMAILS_LIMIT]

@@ -15,7 +15,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.utils.text import Truncator
+from django.utils.text import Truncator, smart_split, unescape_string_literal
 
 from .. import outbox
 from ..backend import split_addresses
@@ -168,6 +168,20 @@ class OutboundEmailAdmin(ReadOnlyAdmin):
     list_defer = ("payload",)
     search_fields = ("recipients", "subject")
     actions = ("retry_now", "cancel")
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        """Each word (or "quoted phrase") in the recipients or the subject, as the
+        admin's own search does, but said so that the indexes serve it (see
+        ``OutboundEmailQuerySet.search``)."""
+        for bit in smart_split(search_term):
+            if bit[:1] in ('"', "'") and bit[-1:] == bit[:1]:
+                bit = unescape_string_literal(bit)
+            if bit:
+                queryset = queryset.search(bit)  # type: ignore[attr-defined]
+        return queryset, False
+
     # The summary (change_form.html) comes first; then what happened, then the rest.
     fieldsets = (
         ("Attempts that failed", {"fields": ("failures_table",)}),
