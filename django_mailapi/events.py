@@ -32,7 +32,7 @@ import email.utils
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,9 +182,9 @@ def receive(provider: str, reports: Sequence[DeliveryReport], now: dt.datetime) 
 def match_sent(rows: Sequence[OutboundEmail]) -> int:
     """Match events that arrived before these emails' sends were recorded.
 
-    Called by the outbox after it recorded API ids: one indexed query for all of
-    ``rows`` (the unmatched events are few), then a conditional update per event found.
-    Returns how many events it matched.
+    Called by the outbox once a delivery has recorded its API ids: one indexed query for
+    all of ``rows`` (the unmatched events are few), then a conditional update per event
+    found. Returns how many events it matched.
     """
     wanted: dict[str, dict[str, OutboundEmail]] = defaultdict(dict)
     for row in rows:
@@ -196,23 +196,71 @@ def match_sent(rows: Sequence[OutboundEmail]) -> int:
     where = models.Q()
     for provider, by_id in wanted.items():
         where |= models.Q(provider=provider, provider_message_id__in=list(by_id))
-    matched = 0
-    try:
-        found = list(
+
+    def found() -> Iterator[tuple[DeliveryEvent, tuple[int, str]]]:
+        events = DeliveryEvent.objects.using(using).unmatched().filter(where)
+        for event in events.order_by("occurred_at", "id"):
+            row = wanted[event.provider][event.provider_message_id]
+            yield event, (row.pk, row.org)
+
+    return _match_all(found, using)
+
+
+#: How far back the sweeper looks for events a worker left unmatched.
+STRANDED_WINDOW = dt.timedelta(days=1)
+
+
+def match_stranded(now: dt.datetime, limit: int = 1000) -> int:
+    """Match events whose email has its API id recorded, yet they are unmatched: the
+    worker that recorded the id died before it looked them up (``match_sent``).
+
+    Called by the sweeper. One query, over the unmatched events received in the last
+    day (those of emails sent by others than this outbox stay unmatched and are not
+    looked at again after that). Returns how many events it matched.
+    """
+    using = router.db_for_write(DeliveryEvent)
+    sent_as = (
+        OutboundEmail.objects.using(using)
+        .filter(
+            provider=models.OuterRef("provider"),
+            provider_message_id=models.OuterRef("provider_message_id"),
+            provider_message_id__gt="",
+        )
+        .order_by()
+    )
+
+    def found() -> Iterator[tuple[DeliveryEvent, tuple[int, str]]]:
+        events = (
             DeliveryEvent.objects.using(using)
             .unmatched()
-            .filter(where)
-            .order_by("occurred_at", "id")
+            .filter(received_at__gte=now - STRANDED_WINDOW, provider_message_id__gt="")
+            .annotate(
+                found_id=models.Subquery(sent_as.values("pk")[:1]),
+                found_org=models.Subquery(sent_as.values("org")[:1]),
+            )
+            .filter(found_id__isnull=False)
+            .order_by("occurred_at", "id")[:limit]
         )
-        for event in found:
-            row = wanted[event.provider][event.provider_message_id]
-            email = _match(event, (row.pk, row.org), using)
+        for event in events:
+            yield event, (event.found_id, event.found_org)  # type: ignore[attr-defined]
+
+    return _match_all(found, using)
+
+
+def _match_all(
+    found: Callable[[], Iterator[tuple[DeliveryEvent, tuple[int, str]]]], using: str
+) -> int:
+    """Match each (event, (email id, org)) that ``found`` yields. Returns how many."""
+    matched = 0
+    try:
+        for event, email_and_org in found():
+            email = _match(event, email_and_org, using)
             if email is not None:
                 matched += 1
                 signals.delivery_event.send(sender=DeliveryEvent, event=event, email=email)
     except Exception:
         # The sends are recorded already; an event left unmatched is better than a
-        # worker that fails after the API accepted its emails.
+        # worker that fails after the API accepted its emails (the sweeper tries again).
         logger.exception("django-mailapi: could not match delivery events to sent emails")
     return matched
 

@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from django_mailapi import events, signals
+from django_mailapi import events, outbox, signals
 from django_mailapi.checks import check_settings
 from django_mailapi.conf import get_settings
 from django_mailapi.models import (
@@ -205,7 +205,9 @@ def test_an_event_for_an_email_nobody_knows_is_kept_unmatched(client):
     assert (event.org, event.provider_message_id) == ("", "em-unknown")
 
 
-def test_an_event_that_outran_the_worker_is_matched_when_the_send_is_recorded(client):
+def waiting_for_its_send(client) -> OutboundEmail:
+    """An email being sent, and the bounce the API reported before the worker recorded
+    the send (the webhook outran it): kept unmatched."""
     row = OutboundEmail.objects.create(
         org="acme",
         provider="resend",
@@ -219,20 +221,54 @@ def test_an_event_that_outran_the_worker_is_matched_when_the_send_is_recorded(cl
     )
     payload = resend_event("bounced", "em-late", to=["bounced@example.org"], bounce=bounce())
     assert post_resend(client, payload).json()["matched"] == 0
+    return row
+
+
+def record(row: OutboundEmail) -> list[OutboundEmail]:
+    lease = Lease("tok", row.leased_until, [row.pk], seconds=30, margin=5)
+    return record_sent(lease, [(row, "em-late")], get_settings())
+
+
+def test_an_event_that_outran_the_worker_is_matched_when_the_send_is_recorded(client):
+    row = waiting_for_its_send(client)
     seen = []
     signals.delivery_event.connect(lambda **kw: seen.append(kw), weak=False, dispatch_uid="t")
     try:
-        lease = Lease("tok", row.leased_until, [row.pk], seconds=30, margin=5)
-        assert record_sent(lease, [(row, "em-late")], get_settings()) == 1
+        recorded = record(row)
+        assert recorded == [row]
+        assert events.match_sent(recorded) == 1  # what the delivery does at its end
     finally:
         signals.delivery_event.disconnect(dispatch_uid="t")
+    assert_bounced(row)
+    assert [kw["email"].pk for kw in seen] == [row.pk]
 
+
+def test_the_sweeper_matches_an_event_the_worker_died_before_looking_up(client):
+    """Invariant: an event whose email's API id is recorded is matched, even when the
+    worker died between recording the send and looking up its events."""
+    row = waiting_for_its_send(client)
+    record(row)  # ... and the worker is gone
+    assert DeliveryEvent.objects.unmatched().count() == 1
+
+    outbox.sweep()
+
+    assert_bounced(row)
+    outbox.sweep()  # nothing is matched, nor applied, twice
+    assert FailedSend.objects.filter(email=row).count() == 1
+
+
+def test_the_sweeper_leaves_events_of_emails_sent_elsewhere_alone(client):
+    post_resend(client, resend_event("delivered", "em-not-ours"))
+    assert events.match_stranded(timezone.now()) == 0
+    assert DeliveryEvent.objects.unmatched().count() == 1
+
+
+def assert_bounced(row: OutboundEmail) -> None:
     row.refresh_from_db()
     assert (row.status, row.delivery_status) == (Status.SENT, DeliveryStatus.BOUNCED)
     (failure,) = row.failures.all()
     assert (failure.error_code, failure.will_retry) == ("hard_bounce", False)
     assert failure.source == "mailapi"
-    assert [kw["email"].pk for kw in seen] == [row.pk]
     assert DeliveryEvent.objects.unmatched().count() == 0
 
 

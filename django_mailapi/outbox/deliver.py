@@ -18,7 +18,7 @@ from typing import Any, cast
 from django.db import router
 from django.utils import timezone
 
-from .. import quota, ratelimit, sql, suppression
+from .. import events, quota, ratelimit, sql, suppression
 from ..conf import MailapiSettings
 from ..exceptions import MailapiError, QuotaExceeded, SendError
 from ..message import Message
@@ -80,6 +80,8 @@ class Delivery:
         #: unknown, so they keep their units and their batch whatever happens now.
         self.carried = {row.pk for row in rows if row.quota_units}
         self.sent: list[tuple[OutboundEmail, str]] = []
+        #: Rows recorded as sent, whose early delivery events are matched at the end.
+        self.recorded: list[OutboundEmail] = []
         self.outcomes: Counter[str] = Counter()
         #: Rows that will not be sent this time, recorded first thing in steps().
         self.refused: list[tuple[OutboundEmail, SendError]] = []
@@ -262,6 +264,11 @@ class Delivery:
                 self.flush()
             yield request
         self.flush()
+        # Delivery events can arrive before a send is recorded; they wait for these ids.
+        # One lookup for the whole delivery, after its last record. Should the worker
+        # die before it, the sweeper matches them (events.match_stranded).
+        recorded, self.recorded = self.recorded, []
+        events.match_sent(recorded)
 
     def make(self, request: batching.Request) -> None:
         """One request, if the lease still holds all its rows; its outcome recorded."""
@@ -362,7 +369,9 @@ class Delivery:
 
     def flush(self) -> None:
         if self.sent:
-            self.outcomes["sent"] += record_sent(self.lease, self.sent, self.conf)
+            recorded = record_sent(self.lease, self.sent, self.conf)
+            self.outcomes["sent"] += len(recorded)
+            self.recorded += recorded
             self.sent = []
 
     def fail(

@@ -15,6 +15,7 @@ from django.db import router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from .. import events
 from ..conf import get_settings
 from ..dispatch import dispatch
 from ..models import CANCELLABLE, CLAIMABLE, RETRYABLE, OutboundEmail, OutboundEmailQuerySet
@@ -27,6 +28,8 @@ def sweep(now: dt.datetime | None = None, limit: int = 10_000) -> int:
     now = now or timezone.now()
     conf = get_settings()
     grace = dt.timedelta(seconds=conf.SWEEP_AFTER_SECONDS)
+    # Events a worker left unmatched when it died after recording its sends.
+    events.match_stranded(now)
     rows = list(
         OutboundEmail.objects.stranded(now, grace)
         .order_by("next_attempt_at")

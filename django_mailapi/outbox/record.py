@@ -18,7 +18,7 @@ from typing import Any
 from django.db import router, transaction
 from django.utils import timezone
 
-from .. import events, quota, signals, sql, suppression
+from .. import quota, signals, sql, suppression
 from ..conf import MailapiSettings
 from ..dispatch import schedule
 from ..exceptions import ImproperlyConfigured, MailapiError, SendError
@@ -85,10 +85,12 @@ def _late(lease: Lease, pks: Iterable[int], what: str) -> None:
 
 def record_sent(
     lease: Lease, sent: Sequence[tuple[OutboundEmail, str]], conf: MailapiSettings
-) -> int:
-    """Mark emails sent with their API ids, in one fenced statement. Returns how many."""
+) -> list[OutboundEmail]:
+    """Mark emails sent with their API ids, in one fenced statement. Returns the rows
+    recorded (a row another worker had taken meanwhile is left out): their delivery
+    events that came first are matched by the caller (``events.match_sent``)."""
     if not sent:
-        return 0
+        return []
     now = timezone.now()
     shared: dict[str, Any] = {
         "status": Status.SENT,
@@ -114,8 +116,7 @@ def record_sent(
             for name, value in shared.items():
                 setattr(row, name, value)
             signals.message_sent.send(sender=OutboundEmail, email=row)
-    # Delivery events can arrive before the send is recorded; they wait for these ids.
-    events.match_sent([row for row, _ in sent if row.pk in changed])
+    return [row for row, _ in sent if row.pk in changed]
     return len(changed)
 
 
