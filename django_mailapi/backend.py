@@ -413,17 +413,21 @@ class EmailBackend(BaseEmailBackend):
         for chunk in chunks:
             mine = extras[offset : offset + len(chunk)]
             offset += len(chunk)
-            rows = [
-                self._row(org, provider, now, part, send_at, original)
+            values = [
+                self._row_values(org, provider, now, part, send_at, original)
                 for (org, part), (_message, send_at, original) in zip(chunk, mine, strict=True)
             ]
             with transaction.atomic(using=using):
-                sql.insert(OutboundEmail, rows, key="idempotency_key")
-                signals.message_queued.send(sender=OutboundEmail, emails=rows)
-                transaction.on_commit(functools.partial(_publish, rows, conf, now), using=using)
-            for row, (message, _send_at, _original) in zip(rows, mine, strict=True):
+                pks = sql.insert_rows(OutboundEmail, ROW_FIELDS, values, key="idempotency_key")
+                if signals.message_queued.has_listeners(OutboundEmail):
+                    signals.message_queued.send(
+                        sender=OutboundEmail, emails=_instances(pks, values, using)
+                    )
+                timing = [(pk, send_at) for pk, (_m, send_at, _o) in zip(pks, mine, strict=True)]
+                transaction.on_commit(functools.partial(_publish, timing, conf, now), using=using)
+            for pk, (message, _send_at, _original) in zip(pks, mine, strict=True):
                 if getattr(message, "mailapi_id", None) is None:
-                    message.mailapi_id = row.pk  # type: ignore[attr-defined]
+                    message.mailapi_id = pk  # type: ignore[attr-defined]
         return accepted
 
     @staticmethod
@@ -458,7 +462,7 @@ class EmailBackend(BaseEmailBackend):
             ) from None
         return original, parts
 
-    def _row(
+    def _row_values(
         self,
         org: str,
         provider: str,
@@ -466,26 +470,27 @@ class EmailBackend(BaseEmailBackend):
         payload: Message,
         send_at: dt.datetime | None = None,
         original: str = "",
-    ) -> OutboundEmail:
+    ) -> tuple[Any, ...]:
+        """A new row's values, field by field as ROW_FIELDS names them."""
         recipients = payload["to"] + payload["cc"] + payload["bcc"]
-        return OutboundEmail(
-            org=org,
-            provider=provider,
-            mailer=self.mailer,
-            idempotency_key=f"mailapi/{org}/{uuid.uuid4().hex}",
-            payload=payload,
-            from_email=payload["from"][:320],
-            recipients=", ".join(recipients),
-            recipient_count=len(recipients),
-            payload_bytes=payload_bytes(payload),
-            subject=payload["subject"],
-            tags=payload.get("tags", []),
-            metadata=payload.get("metadata", {}),
-            send_at=send_at,
-            original_recipients=original,
-            next_attempt_at=max(now, send_at) if send_at else now,
-            created_at=now,
-            updated_at=now,
+        return (
+            org,
+            provider,
+            self.mailer,
+            f"mailapi/{org}/{uuid.uuid4().hex}",
+            payload,
+            payload["from"][:320],
+            ", ".join(recipients),
+            len(recipients),
+            payload_bytes(payload),
+            payload["subject"],
+            payload.get("tags", []),
+            payload.get("metadata", {}),
+            send_at,
+            original,
+            max(now, send_at) if send_at else now,
+            now,
+            now,
         )
 
     def _rejected_row(
@@ -512,16 +517,54 @@ class EmailBackend(BaseEmailBackend):
         return row, error
 
 
-def _publish(rows: Sequence[OutboundEmail], conf: MailapiSettings, now: dt.datetime) -> None:
-    """After commit: a task for the rows due now; for scheduled ones, a delayed task per
-    send time when the wait is short enough (MAX_ETA_SECONDS), else the sweeper's."""
-    due = [row.pk for row in rows if not row.send_at or row.send_at <= now]
+#: The fields a new row's values give (``EmailBackend._row_values``), in that order;
+#: the others take their defaults.
+ROW_FIELDS = (
+    "org",
+    "provider",
+    "mailer",
+    "idempotency_key",
+    "payload",
+    "from_email",
+    "recipients",
+    "recipient_count",
+    "payload_bytes",
+    "subject",
+    "tags",
+    "metadata",
+    "send_at",
+    "original_recipients",
+    "next_attempt_at",
+    "created_at",
+    "updated_at",
+)
+
+
+def _instances(
+    pks: Sequence[int], values: Sequence[Sequence[Any]], using: str
+) -> list[OutboundEmail]:
+    """The rows just written, as model instances (for message_queued's receivers only)."""
+    rows = []
+    for pk, row in zip(pks, values, strict=True):
+        email = OutboundEmail(pk=pk, **dict(zip(ROW_FIELDS, row, strict=True)))
+        email._state.adding, email._state.db = False, using
+        rows.append(email)
+    return rows
+
+
+def _publish(
+    rows: Sequence[tuple[int, dt.datetime | None]], conf: MailapiSettings, now: dt.datetime
+) -> None:
+    """After commit, given (pk, send_at) pairs: a task for the rows due now; for
+    scheduled ones, a delayed task per send time when the wait is short enough
+    (MAX_ETA_SECONDS), else the sweeper's."""
+    due = [pk for pk, send_at in rows if not send_at or send_at <= now]
     if due:
         dispatch(due, conf, len(due))
     later: dict[dt.datetime, list[int]] = {}
-    for row in rows:
-        if row.send_at and row.send_at > now:
-            later.setdefault(row.send_at, []).append(row.pk)
+    for pk, send_at in rows:
+        if send_at and send_at > now:
+            later.setdefault(send_at, []).append(pk)
     for when, pks in later.items():
         schedule(pks, conf, (when - timezone.now()).total_seconds())
 

@@ -305,6 +305,62 @@ def insert(model: type[Model], objs: Sequence[Any], *, key: str) -> None:
         obj._state.db = using
 
 
+def _copies(connection: Any) -> bool:
+    """Whether this PostgreSQL connection's driver has ``COPY … FROM STDIN`` (psycopg 3)."""
+    try:
+        import psycopg
+    except ImportError:  # psycopg2
+        return False
+    return isinstance(connection.connection, psycopg.Connection)
+
+
+def insert_rows(
+    model: type[Model], names: Sequence[str], rows: Sequence[Sequence[Any]], *, key: str
+) -> list[int]:
+    """Insert rows given as the values of the fields ``names`` (every other field takes
+    its default) and return their primary keys, in order.
+
+    On PostgreSQL with psycopg 3 the values go straight into ``COPY``: no model instance
+    is built, and a field's default is computed and adapted once per call, not once per
+    row (what ``insert`` spends most of its time on). Elsewhere: instances, ``insert``.
+    """
+    if not rows:
+        return []
+    using = router.db_for_write(model)
+    connection = connections[using]
+    connection.ensure_connection()
+    if connection.vendor != "postgresql" or not _copies(connection):
+        # MySQL, MariaDB, SQLite, psycopg2: make test-mysql runs this, not under coverage.
+        objs = [model(**dict(zip(names, row, strict=True))) for row in rows]
+        insert(model, objs, key=key)
+        return [obj.pk for obj in objs]
+    quote = connection.ops.quote_name
+    pk = _pk(model)
+    fields = [f for f in model._meta.concrete_fields if f is not pk]
+    position = {name: index for index, name in enumerate(names)}
+    # Per column: (index in a row, how to adapt it) or (None, the adapted default).
+    plan: list[tuple[int | None, Any]] = []
+    for field in fields:
+        save = _saver(field, connection)
+        index = position.get(field.attname)
+        plan.append((index, save) if index is not None else (None, save(field.get_default())))
+    columns = ", ".join(quote(str(f.column)) for f in [pk, *fields])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [model._meta.db_table, pk.column, len(rows)],
+        )
+        keys = [found[0] for found in cursor.fetchall()]
+        with cursor.cursor.copy(
+            f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN"
+        ) as copy:
+            for pk_value, row in zip(keys, rows, strict=True):
+                copy.write_row(
+                    [pk_value, *(how if at is None else how(row[at]) for at, how in plan)]
+                )
+    return keys
+
+
 def bulk_insert(model: type[Model], objs: Sequence[Any], *, key: str, using: str) -> None:
     """``bulk_create`` that leaves every object with its primary key, on every database.
 

@@ -89,6 +89,31 @@ def test_bulk_insert_reads_the_keys_back_where_the_database_returns_none(monkeyp
     assert not any(row._state.adding for row in rows)
 
 
+NAMED = ("org", "provider", "idempotency_key", "payload", "recipients", "subject", "tags")
+
+
+def test_insert_rows_stores_the_values_given_and_every_other_fields_default():
+    """The backend's path: values, no instances, and defaults for what it leaves out."""
+    values = [
+        ("acme", "resend", f"mailapi/acme/rows-{i}", payload(subject=AWKWARD), f"u{i}@x.test",
+         AWKWARD, [{"name": "kind", "value": str(i)}])
+        for i in range(3)
+    ]  # fmt: skip
+
+    keys = sql.insert_rows(OutboundEmail, NAMED, values, key="idempotency_key")
+
+    rows = list(OutboundEmail.objects.order_by("pk"))
+    assert [row.pk for row in rows] == keys
+    for row, given in zip(rows, values, strict=True):
+        assert tuple(getattr(row, name) for name in NAMED) == given
+        assert (row.status, row.attempts, row.metadata, row.delivery_status) == (
+            Status.QUEUED, 0, {}, ""
+        )  # fmt: skip
+    assert sql.insert_rows(OutboundEmail, NAMED, [], key="idempotency_key") == []
+    # The ORM's next key follows on.
+    assert make_email().pk > keys[-1]
+
+
 def test_update_each_sets_one_value_per_row_and_shared_values_on_all(monkeypatch):
     monkeypatch.setattr(sql, "CHUNK", 2)  # three statements for five rows
     rows = new_rows(5)
