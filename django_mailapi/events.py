@@ -206,18 +206,16 @@ def match_sent(rows: Sequence[OutboundEmail]) -> int:
     return _match_all(found, using)
 
 
-#: How far back the sweeper looks for events a worker left unmatched.
-STRANDED_WINDOW = dt.timedelta(days=1)
+#: How far back the sweeper looks for events a worker left unmatched. A worker records
+#: a send seconds after the API took it, and the events that outran it came before.
+STRANDED_WINDOW = dt.timedelta(hours=1)
 
 
-def match_stranded(now: dt.datetime, limit: int = 1000) -> int:
-    """Match events whose email has its API id recorded, yet they are unmatched: the
-    worker that recorded the id died before it looked them up (``match_sent``).
-
-    Called by the sweeper. One query, over the unmatched events received in the last
-    day (those of emails sent by others than this outbox stay unmatched and are not
-    looked at again after that). Returns how many events it matched.
-    """
+def stranded_events(now: dt.datetime, limit: int = 1000) -> models.QuerySet[DeliveryEvent]:
+    """Unmatched events of the last hour whose email now has its API id recorded, each
+    with ``found_id`` and ``found_org``: the events a worker that recorded the id died
+    before looking up. Read through the partial index of unmatched events by arrival,
+    then one probe of the outbox's message-id index per event."""
     using = router.db_for_write(DeliveryEvent)
     sent_as = (
         OutboundEmail.objects.using(using)
@@ -228,20 +226,27 @@ def match_stranded(now: dt.datetime, limit: int = 1000) -> int:
         )
         .order_by()
     )
+    return (
+        DeliveryEvent.objects.using(using)
+        .unmatched()
+        .filter(received_at__gte=now - STRANDED_WINDOW, provider_message_id__gt="")
+        .annotate(
+            found_id=models.Subquery(sent_as.values("pk")[:1]),
+            found_org=models.Subquery(sent_as.values("org")[:1]),
+        )
+        .filter(found_id__isnull=False)
+        .order_by("occurred_at", "id")[:limit]
+    )
+
+
+def match_stranded(now: dt.datetime, limit: int = 1000) -> int:
+    """Match the events ``stranded_events`` finds. Called by the sweeper; the events of
+    emails sent by others than this outbox stay unmatched and are not looked at again
+    after an hour. Returns how many events it matched."""
+    using = router.db_for_write(DeliveryEvent)
 
     def found() -> Iterator[tuple[DeliveryEvent, tuple[int, str]]]:
-        events = (
-            DeliveryEvent.objects.using(using)
-            .unmatched()
-            .filter(received_at__gte=now - STRANDED_WINDOW, provider_message_id__gt="")
-            .annotate(
-                found_id=models.Subquery(sent_as.values("pk")[:1]),
-                found_org=models.Subquery(sent_as.values("org")[:1]),
-            )
-            .filter(found_id__isnull=False)
-            .order_by("occurred_at", "id")[:limit]
-        )
-        for event in events:
+        for event in stranded_events(now, limit):
             yield event, (event.found_id, event.found_org)  # type: ignore[attr-defined]
 
     return _match_all(found, using)

@@ -446,6 +446,12 @@ class DeliveryEvent(models.Model):
                 condition=models.Q(email__isnull=True),
                 name="mailapi_event_unmatched",
             ),
+            # The sweeper's look at the last hour's unmatched events (events.match_stranded).
+            models.Index(
+                fields=["received_at"],
+                condition=models.Q(email__isnull=True),
+                name="mailapi_event_unmatched_at",
+            ),
             models.Index(fields=["-received_at", "-id"], name="mailapi_event_received"),
             models.Index(fields=["type", "-received_at"], name="mailapi_event_type"),
             models.Index(fields=["provider", "-received_at"], name="mailapi_event_provider"),

@@ -485,6 +485,20 @@ def main() -> None:
     results.append(
         measure("the sweeper's query (stranded rows, 10,000 at most)", "sweep", sweeper, args.runs)
     )
+    if model("DeliveryEvent") is not None:
+        from django_mailapi import events
+
+        def stranded() -> None:
+            list(events.stranded_events(timezone.now()))
+
+        results.append(
+            measure(
+                "the sweeper's unmatched events (last hour, 1,000 at most)",
+                "sweep-events",
+                stranded,
+                args.runs,
+            )
+        )
 
     print("\nSlowest query of each page (EXPLAIN ANALYZE):")
     pages: dict[str, Measured] = {}
