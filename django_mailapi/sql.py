@@ -326,6 +326,11 @@ def insert_rows(
     """
     if not rows:
         return []
+    pk = _pk(model)
+    fields = [f for f in model._meta.concrete_fields if f is not pk]
+    unknown = set(names) - {f.attname for f in fields}
+    if unknown:  # a name that matched no field would be dropped without a word
+        raise ValueError(f"{model.__name__} has no field {', '.join(sorted(unknown))}")
     using = router.db_for_write(model)
     connection = connections[using]
     connection.ensure_connection()
@@ -335,8 +340,6 @@ def insert_rows(
         insert(model, objs, key=key)
         return [obj.pk for obj in objs]
     quote = connection.ops.quote_name
-    pk = _pk(model)
-    fields = [f for f in model._meta.concrete_fields if f is not pk]
     position = {name: index for index, name in enumerate(names)}
     # Per column: (index in a row, how to adapt it) or (None, the adapted default).
     plan: list[tuple[int | None, Any]] = []

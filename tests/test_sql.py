@@ -110,6 +110,8 @@ def test_insert_rows_stores_the_values_given_and_every_other_fields_default():
             Status.QUEUED, 0, {}, ""
         )  # fmt: skip
     assert sql.insert_rows(OutboundEmail, NAMED, [], key="idempotency_key") == []
+    with pytest.raises(ValueError, match="no field sujbect"):
+        sql.insert_rows(OutboundEmail, ("org", "sujbect"), [("acme", "x")], key="org")
     # The ORM's next key follows on.
     assert make_email().pk > keys[-1]
 

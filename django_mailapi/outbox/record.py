@@ -117,7 +117,6 @@ def record_sent(
                 setattr(row, name, value)
             signals.message_sent.send(sender=OutboundEmail, email=row)
     return [row for row, _ in sent if row.pk in changed]
-    return len(changed)
 
 
 #: Written on each failed row with its own values.
