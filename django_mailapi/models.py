@@ -174,11 +174,9 @@ class OutboundEmailQuerySet(BrowsableQuerySet["OutboundEmail"]):
         then read no index for it.
         """
         where = models.Q()
-        for statuses in (models.Q(status__in=SETTLED), models.Q(status__in=CLAIMABLE)):
+        for statuses in (SETTLED, CLAIMABLE, (Status.SENDING,)):
             for column in ("recipients", "subject"):
-                where |= statuses & models.Q(**{f"{column}__icontains": term})
-        for column in ("recipients", "subject"):
-            where |= models.Q(status=Status.SENDING) & models.Q(**{f"{column}__icontains": term})
+                where |= models.Q(status__in=statuses, **{f"{column}__icontains": term})
         return self.filter(where)
 
     def in_doubt(self) -> OutboundEmailQuerySet:

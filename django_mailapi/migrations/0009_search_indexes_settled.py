@@ -38,33 +38,31 @@ def _has_trigrams(cursor: Any) -> bool:
     return cursor.fetchone() is not None
 
 
-def partial(apps: Any, schema_editor: Any) -> None:
+def _swap(apps: Any, schema_editor: Any, *, settled_only: bool) -> None:
+    """Create one kind of index per column (IF NOT EXISTS: built beforehand is fine), then
+    drop the other kind."""
     if schema_editor.connection.vendor != "postgresql":
         return
     statuses = ", ".join(f"'{status}'" for status in SETTLED)
+    where = f" WHERE status IN ({statuses})" if settled_only else ""
     with schema_editor.connection.cursor() as cursor:
         if not _has_trigrams(cursor):
             return
         for name, old, column in INDEXES:
+            wanted, unwanted = (name, old) if settled_only else (old, name)
             cursor.execute(
-                f"CREATE INDEX IF NOT EXISTS {name} ON {_table(apps)} "
-                f"USING gin (UPPER({column}) gin_trgm_ops) WHERE status IN ({statuses})"
+                f"CREATE INDEX IF NOT EXISTS {wanted} ON {_table(apps)} "
+                f"USING gin (UPPER({column}) gin_trgm_ops){where}"
             )
-            cursor.execute(f"DROP INDEX IF EXISTS {old}")
+            cursor.execute(f"DROP INDEX IF EXISTS {unwanted}")
+
+
+def partial(apps: Any, schema_editor: Any) -> None:
+    _swap(apps, schema_editor, settled_only=True)
 
 
 def full(apps: Any, schema_editor: Any) -> None:
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    with schema_editor.connection.cursor() as cursor:
-        if not _has_trigrams(cursor):
-            return
-        for name, old, column in INDEXES:
-            cursor.execute(
-                f"CREATE INDEX IF NOT EXISTS {old} ON {_table(apps)} "
-                f"USING gin (UPPER({column}) gin_trgm_ops)"
-            )
-            cursor.execute(f"DROP INDEX IF EXISTS {name}")
+    _swap(apps, schema_editor, settled_only=False)
 
 
 class Migration(migrations.Migration):
